@@ -1,0 +1,172 @@
+"""The two plug-in contracts (Scorer, Benchmark) and the data they exchange (Item, MetricRow).
+
+A benchmark yields items of I images x C texts; a scorer turns each item into an I x C matrix of
+scores (higher = better match); the benchmark turns the matrices into metric rows. The engine in
+``harness.runner`` knows only these types.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:  # keep `harness ls` free of numpy/torch/PIL imports
+    import numpy as np
+    from PIL import Image
+
+
+@dataclass(frozen=True)
+class Item:
+    """One decision: ``images`` (refs the benchmark can decode) against ``texts``.
+
+    ``truth[i]`` is the index of the text that belongs to image ``i`` (Winoground: (0, 1);
+    ARO/SugarCrepe: one image, one index). Image refs are opaque strings, unique within a
+    benchmark, that ``Benchmark.load_image`` decodes; scorers use them as cache keys.
+    """
+
+    id: str
+    images: tuple[str, ...]
+    texts: tuple[str, ...]
+    truth: tuple[int, ...]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.truth) != len(self.images):
+            raise ValueError(f"item {self.id}: truth has {len(self.truth)} entries for {len(self.images)} images")
+        for t in self.truth:
+            if not 0 <= t < len(self.texts):
+                raise ValueError(f"item {self.id}: truth index {t} outside 0..{len(self.texts) - 1}")
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One number of a benchmark's result. ``value`` and the interval are percentages."""
+
+    subset: str  # "all", a benchmark subset, or a breakdown written "field=value"
+    metric: str
+    value: float
+    n: int
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+@dataclass(frozen=True)
+class DataRequirement:
+    """A file or folder a benchmark needs, whether it was found, and how to obtain it."""
+
+    what: str
+    path: str
+    found: bool
+    how_to_get: str
+
+
+# Which comparisons a metric needs: the whole matrix (Winoground), or only the best text per image
+# (ARO, SugarCrepe, zero-shot). Scorers that are expensive per pair may exploit the latter.
+Comparisons = Literal["matrix", "text_argmax"]
+
+
+class Benchmark(ABC):
+    """A benchmark adapter. Subclasses set the class attributes and implement the methods."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]  # bump whenever prompts, filters, data handling or the metric change
+    subsets: ClassVar[tuple[str, ...]] = ()
+    comparisons: ClassVar[Comparisons] = "matrix"
+
+    def __init__(self, data_root: Path, subset: str | None = None) -> None:
+        from harness.errors import UnknownNameError
+        from harness.registry import unknown_name_message
+
+        if subset is not None and subset not in self.subsets:
+            raise UnknownNameError(unknown_name_message(f"{self.name} subset", subset, list(self.subsets)))
+        self.data_root = Path(data_root)
+        self.subset = subset
+
+    @property
+    def key(self) -> str:
+        """What the score store and result rows call this benchmark."""
+        return f"{self.name}:{self.subset}" if self.subset else self.name
+
+    @abstractmethod
+    def items(self) -> list[Item]:
+        """All items in a fixed order. Raise MissingDataError when the data is absent."""
+
+    @abstractmethod
+    def load_image(self, ref: str) -> Image.Image:
+        """Decode one image. Runs in data-loader worker processes, so keep state picklable."""
+
+    @abstractmethod
+    def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
+        """Metric rows from each item's I x C score matrix (``seed`` drives the bootstrap)."""
+
+    def outcome(self, item: Item, scores: np.ndarray) -> dict[str, Any]:
+        """Per-item results saved beside the scores for people who dig (e.g. {"text": True})."""
+        return {}
+
+    def details(self) -> dict[str, Any]:
+        """Facts that identify what was evaluated (data source, file hashes), saved in each row."""
+        return {}
+
+    @classmethod
+    @abstractmethod
+    def describe_data(cls, data_root: Path) -> list[DataRequirement]:
+        """What this benchmark reads, where it looks, and what is present."""
+
+
+@dataclass
+class ScorerConfig:
+    """What every scorer is built from. ``options`` holds scorer-specific settings."""
+
+    model: str
+    pretrained: str | None = None
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    batch_size: int = 64
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Scorer(ABC):
+    """Turns items into score matrices. Free to cache: the runner calls it chunk by chunk.
+
+    Protocol per run: the runner streams each image the items need, decoded and passed through
+    ``image_transform`` in worker processes, into ``add_images`` (once per image unless the scorer
+    no longer ``has_image`` it), then calls ``score`` on a chunk of items whose images were added.
+    """
+
+    family: ClassVar[str]
+
+    def __init__(self, config: ScorerConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that changes scores (family, model, weights hash, options); keys the store."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, str]:
+        """{"model": ..., "pretrained": ...} as result rows should show them."""
+
+    @abstractmethod
+    def image_transform(self) -> Callable[[Image.Image], Any]:
+        """PIL image -> model input; runs in data-loader workers."""
+
+    @abstractmethod
+    def add_images(self, refs: Sequence[str], pixels: Any) -> None:
+        """Encode a batch of transformed images (stacked by the data loader) and keep them."""
+
+    @abstractmethod
+    def has_image(self, ref: str) -> bool: ...
+
+    @abstractmethod
+    def score(self, items: Sequence[Item]) -> list[np.ndarray]:
+        """One float array of shape (len(item.images), len(item.texts)) per item."""
+
+    def clear_images(self) -> None:
+        """Forget encoded images (the runner calls this between benchmarks: refs are per benchmark)."""
+
+    @property
+    def device_name(self) -> str:
+        return "cpu"

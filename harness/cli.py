@@ -1,0 +1,149 @@
+"""The `harness` command: a thin typer layer over plain functions in harness.runner and harness.results.
+
+Only typer and the registry are imported at start-up, so `harness ls` answers at once; torch,
+pandas and the plug-ins load inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from harness.errors import HarnessError
+from harness.registry import BENCHMARKS, SCORERS
+
+app = typer.Typer(
+    help="Compositional image-text evaluation: CLIP, diffusion scores and SDS-CLIP on Winoground and more.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Input problems end with their message and exit code 2, no traceback; Ctrl-C says how to resume."""
+    try:
+        yield
+    except HarnessError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted: the scores computed so far are stored; rerun the same command to resume.",
+                   err=True)
+        raise typer.Exit(130) from None
+
+
+def _parse_options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise HarnessError(f"--opt {pair!r} must look like key=value")
+        options[key.strip()] = value.strip()
+    return options
+
+
+@app.command("ls")
+def ls() -> None:
+    """List the registered scorers and benchmarks, one line each."""
+    for title, registry in (("scorers", SCORERS), ("benchmarks", BENCHMARKS)):
+        typer.echo(f"{title}:")
+        for entry in registry.entries():
+            typer.echo(f"  {entry.name:<14} {entry.summary}")
+
+
+@app.command("run")
+def run(
+    scorer: Annotated[str, typer.Option(help="Scorer name (see `harness ls`).")],
+    bench: Annotated[str, typer.Option(help="Benchmark, or benchmark:subset (see `harness ls`).")],
+    model: Annotated[str, typer.Option(
+        help="open_clip architecture (ViT-B-32), local-dir:/path or hf-hub:org/repo.")],
+    pretrained: Annotated[Optional[str], typer.Option(
+        help="Pretrained tag (openai, laion2b_s34b_b79k, ...) or a weights file (.pt/.bin/.safetensors).")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(
+        help="Folder holding the benchmark data. Default: $HARNESS_DATA, else ./data.")] = None,
+    results_dir: Annotated[Path, typer.Option(help="Where leaderboard.csv, runs/ and the score store go.")] = Path(
+        "results"),
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N items.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images or texts per forward pass.")] = 64,
+    device: Annotated[str, typer.Option(help="auto (cuda if available), cpu, cuda, cuda:1, ...")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for the bootstrap and for any randomness of the scorer.")] = 0,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Image-decoding worker processes. Default: min(4, cores - 1).")] = None,
+    opt: Annotated[Optional[list[str]], typer.Option(
+        help="Scorer option key=value, repeatable (e.g. --opt precision=fp32).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Score a benchmark with a scorer; append result rows to <results-dir>/leaderboard.csv.
+
+    Scores are stored per item as they are computed: rerunning the same command after an
+    interruption resumes where it stopped.
+    """
+    from harness import results
+    from harness.runner import run as run_benchmark
+
+    with _user_errors():
+        outcome = run_benchmark(
+            scorer=scorer, bench=bench, model=model, pretrained=pretrained, data_root=data_root,
+            results_dir=results_dir, limit=limit, batch_size=batch_size, device=device, seed=seed,
+            workers=workers, options=_parse_options(opt or []), progress=progress,
+        )
+    typer.echo(results.format_metric_rows(outcome.rows))
+    scored = outcome.evaluation.scored_now
+    typer.echo(f"\n{len(outcome.evaluation.items)} items ({scored} scored now, "
+               f"{len(outcome.evaluation.items) - scored} from the score store)")
+    typer.echo(f"rows appended to   {outcome.leaderboard}")
+    typer.echo(f"run folder         {outcome.run_dir} (config.json, metrics.csv, item_scores.jsonl)")
+
+
+@app.command("leaderboard")
+def leaderboard(
+    results_dir: Annotated[Path, typer.Option(help="Folder holding leaderboard.csv.")] = Path("results"),
+    bench: Annotated[Optional[list[str]], typer.Option(help="Only these benchmarks (repeatable).")] = None,
+    breakdowns: Annotated[bool, typer.Option(
+        help="Also show breakdown subsets (field=value columns).")] = False,
+    csv: Annotated[Optional[Path], typer.Option(help="Also write the wide table to this CSV file.")] = None,
+) -> None:
+    """Show the leaderboard: scorer x model rows, benchmark/subset/metric columns (newest run wins)."""
+    from harness import results
+
+    with _user_errors():
+        wide = results.pivot(results.read_leaderboard(results_dir), benchmarks=bench, breakdowns=breakdowns)
+    typer.echo(results.format_table(wide))
+    if csv is not None:
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        wide.to_csv(csv, index=False)
+        typer.echo(f"\nwide table written to {csv}")
+
+
+@app.command("data")
+def data(
+    data_root: Annotated[Optional[Path], typer.Option(
+        help="Folder holding the benchmark data. Default: $HARNESS_DATA, else ./data.")] = None,
+) -> None:
+    """What each benchmark needs, what is found and what is missing."""
+    from harness.runner import default_data_root
+
+    root = data_root or default_data_root()
+    typer.echo(f"data root: {root}")
+    for entry in BENCHMARKS.entries():
+        with _user_errors():
+            requirements = BENCHMARKS.get(entry.name).describe_data(root)
+        ready = any(r.found for r in requirements)
+        typer.echo(f"\n{entry.name}: {'ready' if ready else 'MISSING'}")
+        for r in requirements:
+            typer.echo(f"  [{'x' if r.found else ' '}] {r.what}: {r.path}")
+        if not ready and requirements:
+            typer.echo(f"      how to get it: {requirements[0].how_to_get}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="harness: %(message)s")
+    logging.getLogger("harness").setLevel(logging.INFO)
+    app()

@@ -1,0 +1,67 @@
+"""Metric helpers shared by benchmark adapters: percentile bootstrap and grouped accuracies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from harness.api import MetricRow
+
+BOOTSTRAP_RESAMPLES = 1000
+CONFIDENCE = 0.95
+
+
+def bootstrap_ci(
+    statistic: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    seed: int,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` over ``n`` items.
+
+    ``statistic`` takes a (b, n) array of resampled item indices and returns b values. Resamples
+    are drawn in chunks so memory stays bounded for large benchmarks (COCO-Order: 25k items).
+    """
+    if n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(resamples, 2_000_000 // n))
+    values = []
+    for start in range(0, resamples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
+        values.append(np.asarray(statistic(idx), dtype=float))
+    dist = np.concatenate(values)
+    alpha = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(dist, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def accuracy_row(subset: str, metric: str, correct: np.ndarray, seed: int) -> MetricRow:
+    """Percentage of True in ``correct`` with its bootstrap interval."""
+    correct = np.asarray(correct, dtype=float)
+    n = len(correct)
+    value = 100.0 * correct.mean() if n else float("nan")
+    low, high = bootstrap_ci(lambda idx: 100.0 * correct[idx].mean(axis=1), n, seed)
+    return MetricRow(subset=subset, metric=metric, value=value, n=n, ci_low=low, ci_high=high)
+
+
+def grouped_accuracy_rows(
+    outcomes: Mapping[str, Sequence[bool]],
+    groups: Mapping[str, Sequence[object]],
+    seed: int,
+) -> list[MetricRow]:
+    """Accuracy of each outcome overall ("all") and per value of each grouping field.
+
+    ``outcomes`` maps a metric name to one bool per item; ``groups`` maps a field name to one
+    value per item. Breakdown subsets are written ``field=value``.
+    """
+    arrays = {metric: np.asarray(v, dtype=bool) for metric, v in outcomes.items()}
+    rows = [accuracy_row("all", metric, correct, seed) for metric, correct in arrays.items()]
+    for field, values in groups.items():
+        values = np.asarray([str(v) for v in values])
+        for value in sorted(set(values.tolist())):
+            mask = values == value
+            for metric, correct in arrays.items():
+                rows.append(accuracy_row(f"{field}={value}", metric, correct[mask], seed))
+    return rows

@@ -1,0 +1,192 @@
+"""Tidy result rows: the append-only ``leaderboard.csv``, per-run folders, and readable pivots.
+
+``leaderboard.csv`` holds one row per (run, scorer, model, benchmark, subset, metric). Appends
+are locked (concurrent runs lose nothing) and atomic (a temp file replaces the old one, so a crash
+never leaves half a row). Each run also gets ``runs/<run_id>/`` with its resolved configuration,
+its rows and its per-item scores.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from filelock import FileLock
+
+import harness
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+LEADERBOARD = "leaderboard.csv"
+
+COLUMNS = [
+    "run_id", "date", "scorer", "model", "pretrained", "benchmark", "subset", "metric",
+    "value", "ci_low", "ci_high", "n", "benchmark_version", "harness_version", "git_commit",
+    "device", "seed", "scorer_key", "details",
+]
+
+
+@functools.cache
+def git_commit() -> str:
+    """The commit of this harness checkout, with "+dirty" when tracked files differ; else "unknown"."""
+    repo = Path(harness.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if value != value else repr(value)  # NaN -> empty cell
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def write_csv_atomic(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """Write a whole CSV to a temp file in the same folder, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({c: _fmt(row.get(c)) for c in columns})
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_rows(results_dir: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Append rows to ``<results_dir>/leaderboard.csv`` under a lock, atomically."""
+    path = Path(results_dir) / LEADERBOARD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=120):
+        existing: list[dict[str, str]] = []
+        columns = list(COLUMNS)
+        if path.exists():
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                existing = list(reader)
+                # keep columns a newer or older harness wrote, after ours
+                columns += [c for c in (reader.fieldnames or []) if c not in columns]
+        write_csv_atomic(path, [*existing, *rows], columns)
+    return path
+
+
+def write_run_files(
+    run_dir: Path,
+    config: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    item_records: Iterable[Mapping[str, Any]],
+) -> None:
+    """The run's own folder: config.json, metrics.csv and item_scores.jsonl."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", config)
+    write_csv_atomic(run_dir / "metrics.csv", rows, COLUMNS)
+    tmp = run_dir / ".item_scores.jsonl.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for record in item_records:
+            f.write(json.dumps(record, default=_json_default) + "\n")
+    os.replace(tmp, run_dir / "item_scores.jsonl")
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_leaderboard(results_dir: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    path = Path(results_dir) / LEADERBOARD
+    if not path.exists():
+        return pd.DataFrame(columns=COLUMNS)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for column in ("value", "ci_low", "ci_high"):
+        df[column] = pd.to_numeric(df[column], errors="coerce")
+    df["n"] = pd.to_numeric(df["n"], errors="coerce").astype("Int64")
+    return df
+
+
+def pivot(
+    df: pd.DataFrame,
+    benchmarks: Sequence[str] | None = None,
+    breakdowns: bool = False,
+) -> pd.DataFrame:
+    """Scorer x model rows, benchmark/subset/metric columns, the newest value of each cell.
+
+    Breakdown subsets (``field=value``) are left out unless ``breakdowns`` is set.
+    """
+    import pandas as pd
+
+    if df.empty:
+        return pd.DataFrame()
+    df = df.copy()
+    if benchmarks:
+        df = df[df["benchmark"].isin(benchmarks) | df["benchmark"].str.split(":").str[0].isin(benchmarks)]
+    if not breakdowns:
+        df = df[~df["subset"].astype(str).str.contains("=", regex=False)]
+    if df.empty:
+        return pd.DataFrame()
+    df["column"] = df["benchmark"] + "/" + df["subset"].astype(str) + "/" + df["metric"]
+    df = df.sort_values("date", kind="stable").drop_duplicates(
+        ["scorer", "model", "pretrained", "column"], keep="last"
+    )
+    wide = df.pivot(index=["scorer", "model", "pretrained"], columns="column", values="value")
+    wide = wide[list(dict.fromkeys(df["column"]))]  # columns in the order the benchmarks wrote them
+    wide.columns.name = None
+    return wide.reset_index()
+
+
+def format_table(wide: pd.DataFrame, floatfmt: str = ".2f") -> str:
+    from tabulate import tabulate
+
+    if wide.empty:
+        return "(no results yet)"
+    return tabulate(wide, headers="keys", tablefmt="github", showindex=False, floatfmt=floatfmt)
+
+
+def format_metric_rows(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The table `harness run` prints at the end of a run."""
+    from tabulate import tabulate
+
+    table = []
+    for r in rows:
+        ci = f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if r.get("ci_low") is not None else ""
+        table.append([r["benchmark"], r["subset"], r["metric"], f"{r['value']:.2f}", ci, r["n"]])
+    return tabulate(table, headers=["benchmark", "subset", "metric", "value (%)", "95% CI", "n"],
+                    tablefmt="github")

@@ -1,0 +1,223 @@
+"""The engine: evaluate(scorer, benchmark) and run(...) which adds result files.
+
+It knows no particular scorer or benchmark: both come from the registries by name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+import harness
+from harness import results
+from harness.api import Benchmark, Item, MetricRow, Scorer, ScorerConfig
+from harness.errors import HarnessError, NonFiniteScoreError
+from harness.images import default_workers, stream_images
+from harness.registry import BENCHMARKS, SCORERS
+from harness.store import ScoreStore
+
+DEFAULT_DATA_ROOT = "data"  # relative to the working directory, unless $HARNESS_DATA is set
+DEFAULT_RESULTS_DIR = "results"
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("HARNESS_DATA", DEFAULT_DATA_ROOT)).expanduser()
+
+
+@dataclass
+class Evaluation:
+    """What evaluate() returns: the items, their score matrices (from the store) and the metrics."""
+
+    items: list[Item]
+    scores: list[np.ndarray]
+    rows: list[MetricRow]
+    scorer_key: str
+    scored_now: int  # items this call scored; the rest came from the store (resume)
+
+
+def evaluate(
+    scorer: Scorer,
+    benchmark: Benchmark,
+    store: ScoreStore,
+    items: Sequence[Item] | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    chunk_items: int | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Score every item not yet in the store, chunk by chunk, then compute metrics from the store.
+
+    Each chunk is committed to the store as soon as it is scored: an interrupted evaluation
+    resumes from there when called again with the same scorer and benchmark.
+    """
+    items = list(benchmark.items() if items is None else items)
+    _check_unique_ids(items, benchmark)
+    key = store.register_scorer(scorer.fingerprint())
+    done = store.stored_ids(key, benchmark.key, benchmark.version, items)
+    pending = [item for item in items if item.id not in done]
+    chunk_items = chunk_items or max(1, scorer.config.batch_size)
+    workers = default_workers() if workers is None else workers
+
+    # Every image the pending items need, in first-use order: the loader streams them in that
+    # order, so a chunk's images are always among the next ones to arrive.
+    first_user: dict[str, str] = {}
+    for item in pending:
+        for ref in item.images:
+            first_user.setdefault(ref, item.id)
+    scorer.clear_images()
+    images = stream_images(
+        list(first_user), benchmark.load_image, scorer.image_transform(), scorer.config.batch_size, workers,
+        describe_ref=lambda ref: f"{ref!r} of {benchmark.key} item {first_user[ref]!r}",
+    )
+
+    bar = tqdm(total=len(items), initial=len(items) - len(pending), unit="item",
+               desc=f"{scorer.family} on {benchmark.key}", disable=not progress, dynamic_ncols=True)
+    try:
+        for start in range(0, len(pending), chunk_items):
+            chunk = pending[start:start + chunk_items]
+            for ref in (r for item in chunk for r in item.images):
+                while not scorer.has_image(ref):
+                    batch_refs, pixels = next(images)
+                    scorer.add_images(batch_refs, pixels)
+            matrices = scorer.score(chunk)
+            _check_scores(chunk, matrices, scorer)
+            store.put(key, benchmark.key, benchmark.version, zip(chunk, matrices))
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        images.close()
+        scorer.clear_images()
+
+    stored = store.get(key, benchmark.key, benchmark.version, (i.id for i in items))
+    scores = [stored[i.id] for i in items]
+    rows = benchmark.metrics(items, scores, seed)
+    return Evaluation(items=items, scores=scores, rows=rows, scorer_key=key, scored_now=len(pending))
+
+
+def _check_unique_ids(items: Sequence[Item], benchmark: Benchmark) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise HarnessError(f"{benchmark.key}: item id {item.id!r} occurs twice; ids key the score store")
+        seen.add(item.id)
+
+
+def _check_scores(chunk: Sequence[Item], matrices: Sequence[np.ndarray], scorer: Scorer) -> None:
+    if len(matrices) != len(chunk):
+        raise HarnessError(f"scorer {scorer.family} returned {len(matrices)} matrices for {len(chunk)} items")
+    for item, m in zip(chunk, matrices):
+        shape = (len(item.images), len(item.texts))
+        if np.shape(m) != shape:
+            raise HarnessError(f"scorer {scorer.family} returned shape {np.shape(m)} for item {item.id!r}, "
+                               f"expected {shape} (images x texts)")
+        if not np.all(np.isfinite(m)):
+            raise NonFiniteScoreError(
+                f"scorer {scorer.family} produced non-finite scores {np.asarray(m).tolist()} for item "
+                f"{item.id!r} (texts {list(item.texts)}). Nothing of this chunk was stored and no result "
+                "rows were written. Mixed precision overflow is a common cause: try --device cpu, or "
+                "check the weights."
+            )
+
+
+def parse_bench(bench: str) -> tuple[str, str | None]:
+    """"aro:vg-relation" -> ("aro", "vg-relation"); "winoground" -> ("winoground", None)."""
+    name, _, subset = bench.partition(":")
+    return name, (subset or None)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    leaderboard: Path
+    rows: list[dict[str, Any]]
+    evaluation: Evaluation = field(repr=False)
+
+
+def new_run_id() -> str:
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def run(
+    scorer: str,
+    bench: str,
+    model: str,
+    pretrained: str | None = None,
+    data_root: Path | None = None,
+    results_dir: Path = Path(DEFAULT_RESULTS_DIR),
+    limit: int | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    seed: int = 0,
+    workers: int | None = None,
+    options: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Evaluate a registered scorer on a registered benchmark and record the results.
+
+    The benchmark's data is checked before the model is loaded, so a missing dataset fails fast.
+    Result rows reach ``leaderboard.csv`` only after every metric was computed.
+    """
+    data_root = Path(data_root) if data_root is not None else default_data_root()
+    results_dir = Path(results_dir)
+    bench_name, subset = parse_bench(bench)
+    benchmark: Benchmark = BENCHMARKS.get(bench_name)(data_root, subset)
+    items = benchmark.items()
+    if limit is not None:
+        if limit < 1:
+            raise HarnessError(f"--limit must be at least 1, got {limit}")
+        items = items[:limit]
+
+    config = ScorerConfig(model=model, pretrained=pretrained, device=device, batch_size=batch_size,
+                          seed=seed, options=dict(options or {}))
+    scorer_obj: Scorer = SCORERS.get(scorer)(config)
+
+    run_id = new_run_id()
+    run_dir = results_dir / "runs" / run_id
+    resolved = {
+        "run_id": run_id, "status": "running", "argv": sys.argv, "scorer": scorer, "bench": bench,
+        "benchmark": benchmark.key, "benchmark_version": benchmark.version, "data_root": str(data_root),
+        "results_dir": str(results_dir), "limit": limit, "n_items": len(items), "workers": workers,
+        "scorer_config": asdict(config), "scorer_fingerprint": scorer_obj.fingerprint(),
+        "benchmark_details": benchmark.details(), "harness_version": harness.__version__,
+        "git_commit": results.git_commit(), "device": scorer_obj.device_name,
+    }
+    results.write_json(run_dir / "config.json", resolved)
+
+    try:
+        evaluation = evaluate(scorer_obj, benchmark, ScoreStore(results_dir / "scores.sqlite"),
+                              items=items, seed=seed, workers=workers, progress=progress)
+    except BaseException as err:
+        resolved["status"] = f"failed: {type(err).__name__}: {err}"
+        results.write_json(run_dir / "config.json", resolved)
+        raise
+
+    described = scorer_obj.describe()
+    common = {
+        "run_id": run_id, "date": dt.datetime.now().isoformat(timespec="seconds"), "scorer": scorer,
+        "model": described.get("model", model), "pretrained": described.get("pretrained", pretrained or ""),
+        "benchmark": benchmark.key, "benchmark_version": benchmark.version,
+        "harness_version": harness.__version__, "git_commit": results.git_commit(),
+        "device": scorer_obj.device_name, "seed": seed, "scorer_key": evaluation.scorer_key,
+        "details": benchmark.details(),
+    }
+    rows = [{**common, **asdict(r)} for r in evaluation.rows]
+    item_records = (
+        {"item_id": item.id, "texts": list(item.texts), "truth": list(item.truth), "scores": m,
+         **benchmark.outcome(item, m)}
+        for item, m in zip(evaluation.items, evaluation.scores)
+    )
+    resolved["status"] = "done"
+    resolved["scored_now"] = evaluation.scored_now
+    results.write_run_files(run_dir, resolved, rows, item_records)
+    leaderboard = results.append_rows(results_dir, rows)
+    return RunResult(run_id=run_id, run_dir=run_dir, leaderboard=leaderboard, rows=rows, evaluation=evaluation)

@@ -1,0 +1,377 @@
+"""CLIP scorer: cosine similarity of L2-normalised open_clip image and text embeddings.
+
+Models are named the open_clip way: an architecture plus ``--pretrained`` (a tag from the local
+cache, or a weights file: .pt, .pth, .bin, .safetensors), ``local-dir:/path`` (a folder with
+``open_clip_config.json`` and weights) or ``hf-hub:org/repo`` (from the local Hugging Face
+cache; set ``HF_HUB_OFFLINE=1`` to never touch the network).
+
+open_clip only warns when weights trained with QuickGELU are loaded into a GELU architecture (or
+the reverse), and the numbers are then silently wrong. This scorer works out which activation the
+weights were trained with, builds the model with it, and says so when that differs from the
+architecture's default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+import zipfile
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.api import Item, Scorer, ScorerConfig
+from harness.errors import CheckpointMismatchError, HarnessError, MissingWeightsError, UnknownNameError
+from harness.registry import unknown_name_message
+
+log = logging.getLogger("harness")
+
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+LOCAL_DIR = "local-dir:"
+HF_HUB = "hf-hub:"
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise HarnessError(f"--device {device!r} is not a torch device (try auto, cpu, cuda, cuda:1)") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise HarnessError(f"--device {device!r} asked for CUDA, but torch sees no GPU here; use --device cpu")
+    return resolved
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """Mixed precision on GPU by default (bf16 where supported), full fp32 on CPU."""
+    if precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise HarnessError(f"precision {precision!r} is not one of auto, fp32, fp16, bf16")
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def weights_hash(module: torch.nn.Module) -> str:
+    """A hash of every parameter and buffer (names, dtypes and bytes)."""
+    h = hashlib.blake2b(digest_size=12)
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    """OpenAI released CLIP as TorchScript archives (code/ and constants.pkl inside the zip)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("/constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def _known_file_quick_gelu(filename: str) -> bool | None:
+    """QuickGELU of a weights file named like one in open_clip's pretrained table (e.g. ViT-B-32.pt)."""
+    import open_clip
+
+    for arch, tag in open_clip.list_pretrained():
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
+        url_name = os.path.basename(cfg.get("url", ""))
+        if url_name and url_name == filename:
+            return bool(cfg.get("quick_gelu", False))
+    return None
+
+
+def expected_quick_gelu(arch: str, pretrained: str | None) -> tuple[bool | None, str]:
+    """(QuickGELU the weights were trained with, or None if unknown; how we know)."""
+    import open_clip
+
+    if pretrained is None:
+        return None, "no weights"
+    path = Path(pretrained).expanduser()
+    if path.is_file():
+        if _is_torchscript_archive(path):
+            return True, f"{path.name} is a TorchScript archive, OpenAI's release format (trained with QuickGELU)"
+        known = _known_file_quick_gelu(path.name)
+        if known is not None:
+            return known, f"{path.name} is named like open_clip's release file of that name"
+        return None, f"{path.name} carries no activation information"
+    cfg = open_clip.get_pretrained_cfg(arch, pretrained)
+    if cfg:
+        return bool(cfg.get("quick_gelu", False)), f"open_clip's pretrained table for {arch}/{pretrained}"
+    return None, "unknown tag"
+
+
+class ClipScorer(Scorer):
+    """Options (``--opt key=value``): quick_gelu (true/false, default: detect), precision
+    (auto/fp32/fp16/bf16; auto = bf16/fp16 autocast on GPU, fp32 on CPU)."""
+
+    family = "clip"
+
+    def __init__(self, config: ScorerConfig) -> None:
+        super().__init__(config)
+        options = dict(config.options)
+        quick_gelu_option = options.pop("quick_gelu", None)
+        precision = str(options.pop("precision", "auto"))
+        if options:
+            raise HarnessError(f"unknown clip scorer option(s) {sorted(options)}; valid: quick_gelu, precision")
+        self.device = resolve_device(config.device)
+        self.amp_dtype = autocast_dtype(self.device, precision)
+        self.model, self.preprocess, self.tokenizer, self.quick_gelu, self._weights_label = load_open_clip(
+            config.model, config.pretrained, _parse_bool(quick_gelu_option)
+        )
+        self._weights = weights_hash(self.model)
+        self.model.to(self.device).eval()
+        self._image_cache: dict[str, torch.Tensor] = {}
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    # -- identity ---------------------------------------------------------------------------
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "model": self.config.model,
+            "pretrained": self._weights_label,
+            "weights": self._weights,
+            "quick_gelu": self.quick_gelu,
+            "precision": str(self.amp_dtype).replace("torch.", "amp-") if self.amp_dtype else "fp32",
+        }
+
+    def describe(self) -> dict[str, str]:
+        return {"model": self.config.model, "pretrained": self._weights_label}
+
+    @property
+    def device_name(self) -> str:
+        return device_description(self.device)
+
+    # -- encoding ---------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def image_transform(self) -> Callable[[Any], torch.Tensor]:
+        return self.preprocess
+
+    def add_images(self, refs: Sequence[str], pixels: torch.Tensor) -> None:
+        with torch.inference_mode(), self._autocast():
+            features = self.model.encode_image(pixels.to(self.device, non_blocking=True))
+        features = F.normalize(features.float(), dim=-1).cpu()
+        for ref, f in zip(refs, features):
+            self._image_cache[ref] = f
+
+    def has_image(self, ref: str) -> bool:
+        return ref in self._image_cache
+
+    def clear_images(self) -> None:
+        self._image_cache.clear()
+
+    def encode_texts(self, texts: Sequence[str]) -> None:
+        """Encode the texts not yet cached, in batches of ``batch_size``."""
+        new = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
+        for start in range(0, len(new), self.config.batch_size):
+            batch = new[start:start + self.config.batch_size]
+            tokens = self.tokenizer(batch).to(self.device)
+            with torch.inference_mode(), self._autocast():
+                features = self.model.encode_text(tokens)
+            features = F.normalize(features.float(), dim=-1).cpu()
+            for text, f in zip(batch, features):
+                self._text_cache[text] = f
+
+    def score(self, items: Sequence[Item]) -> list[np.ndarray]:
+        self.encode_texts([t for item in items for t in item.texts])
+        out = []
+        for item in items:
+            images = torch.stack([self._image_cache[r] for r in item.images])
+            texts = torch.stack([self._text_cache[t] for t in item.texts])
+            out.append((images @ texts.T).double().numpy())
+        return out
+
+
+def _parse_bool(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise HarnessError(f"expected true or false, got {value!r}")
+
+
+def load_open_clip(
+    model: str, pretrained: str | None, quick_gelu: bool | None = None
+) -> tuple[torch.nn.Module, Callable, Callable, bool, str]:
+    """Load an open_clip model on the CPU: (model, eval transform, tokenizer, quick_gelu, weights label).
+
+    ``quick_gelu`` None means: use what the weights were trained with, when that is known.
+    """
+    import open_clip
+
+    if model.startswith((LOCAL_DIR, HF_HUB)):
+        if pretrained:
+            raise HarnessError(
+                f"--pretrained {pretrained!r} cannot be combined with --model {model!r}: "
+                "a local-dir:/hf-hub: model carries its own weights. Drop --pretrained."
+            )
+        if model.startswith(LOCAL_DIR):
+            folder = Path(model[len(LOCAL_DIR):]).expanduser().resolve()
+            _check_local_dir(folder)
+            model = LOCAL_DIR + str(folder)
+        # the folder's or repo's own config says which activation its weights use
+        kwargs: dict[str, Any] = {} if quick_gelu is None else {"quick_gelu": quick_gelu}
+        created = _create(model, None, kwargs, model)
+        label = ""
+        actual = _model_quick_gelu(created[0])
+    else:
+        arch = model.replace("/", "-")
+        available = open_clip.list_models()
+        if arch not in available:
+            raise UnknownNameError(
+                unknown_name_message("open_clip architecture", arch, _closest(arch, available))
+                + " (open_clip.list_models() lists all; or use local-dir:/path or hf-hub:org/repo)"
+            )
+        if not pretrained:
+            tags = open_clip.list_pretrained_tags_by_model(arch)
+            raise HarnessError(
+                f"--pretrained is required with --model {arch}: a tag ({', '.join(tags) or 'none known'}) "
+                "or a weights file (.pt, .pth, .bin, .safetensors). Random weights are not evaluated."
+            )
+        pretrained = _resolve_pretrained(arch, pretrained)
+        trained, how = expected_quick_gelu(arch, pretrained)
+        arch_default = bool(open_clip.get_model_config(arch).get("quick_gelu", False))
+        actual = arch_default
+        if quick_gelu is not None:
+            actual = quick_gelu
+            if trained is not None and trained != quick_gelu:
+                log.warning("quick_gelu=%s as you set, although %s says the weights were trained with "
+                            "quick_gelu=%s", quick_gelu, how, trained)
+        elif trained is not None and trained != arch_default:
+            actual = trained
+            log.warning(
+                "QuickGELU fixed: %s uses %s by default, but the weights were trained with %s (%s); "
+                "building the model with %s. Say --opt quick_gelu=%s to override.",
+                arch, _act(arch_default), _act(trained), how, _act(trained), str(arch_default).lower(),
+            )
+        created = _create(arch, pretrained, {"quick_gelu": actual}, f"{arch} with {pretrained}")
+        label = pretrained
+    net, preprocess, tokenizer = created
+    return net, preprocess, tokenizer, actual, label
+
+
+def _act(quick: bool) -> str:
+    return "QuickGELU" if quick else "GELU"
+
+
+def _closest(name: str, options: list[str]) -> list[str]:
+    import difflib
+
+    return difflib.get_close_matches(name, options, n=8, cutoff=0.3) or options[:8]
+
+
+def _model_quick_gelu(net: torch.nn.Module) -> bool:
+    from open_clip.transformer import QuickGELU
+
+    return any(isinstance(m, QuickGELU) for m in net.modules())
+
+
+def _check_local_dir(folder: Path) -> None:
+    if not folder.is_dir():
+        raise MissingWeightsError(f"model folder {folder} does not exist (from --model local-dir:{folder})")
+    if not (folder / "open_clip_config.json").is_file():
+        raise MissingWeightsError(
+            f"{folder} has no open_clip_config.json; a local-dir: model needs it beside its weights "
+            "(open_clip writes both with open_clip.push_to_hf_hub's save helpers, and `harness finetune` too)"
+        )
+    if not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
+        raise MissingWeightsError(
+            f"{folder} has open_clip_config.json but no weights file ({', '.join(WEIGHT_SUFFIXES)}); "
+            "open_clip would silently use random weights, so this is refused"
+        )
+
+
+def _resolve_pretrained(arch: str, pretrained: str) -> str:
+    """A known tag stays a tag; anything else must be an existing weights file."""
+    import open_clip
+
+    if open_clip.get_pretrained_cfg(arch, pretrained):
+        return pretrained
+    path = Path(pretrained).expanduser()
+    if path.is_file():
+        if path.suffix not in WEIGHT_SUFFIXES:
+            raise HarnessError(f"--pretrained {path} has suffix {path.suffix!r}; expected one of {WEIGHT_SUFFIXES}")
+        return str(path.resolve())
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if os.sep in pretrained or path.suffix in WEIGHT_SUFFIXES:
+        raise MissingWeightsError(f"--pretrained file {path} does not exist")
+    raise UnknownNameError(unknown_name_message(f"pretrained tag for {arch}", pretrained, tags)
+                           + " Or pass a weights file path.")
+
+
+def _cache_hint(arch: str | None, pretrained: str | None, model: str) -> str:
+    """Where open_clip looks for weights of a tag or hub repo, for error messages."""
+    import open_clip
+    from huggingface_hub import constants
+
+    hub = constants.HF_HUB_CACHE
+    if model.startswith(HF_HUB):
+        repo = model[len(HF_HUB):]
+        return (f"looked for hub repo {repo} in the Hugging Face cache {hub} (HF_HUB_CACHE). Download it once "
+                f"where there is network (`huggingface-cli download {repo}`), or copy the folder and use "
+                "--model local-dir:/path")
+    cfg = open_clip.get_pretrained_cfg(arch, pretrained) if arch and pretrained else {}
+    where = []
+    if cfg.get("hf_hub"):
+        where.append(f"hub repo {os.path.split(cfg['hf_hub'])[0]} in {hub}")
+    if cfg.get("url"):
+        where.append(f"{os.path.expanduser('~/.cache/clip')}/{os.path.basename(cfg['url'])}")
+    return (f"looked for {arch}/{pretrained} weights at: {'; '.join(where) or 'nowhere known'}. Cache them once where "
+            f"there is network (python -c \"import open_clip; open_clip.create_model('{arch}', "
+            f"pretrained='{pretrained}')\"), or pass a file: --pretrained /path/to/weights.safetensors")
+
+
+def _create(name: str, pretrained: str | None, kwargs: dict[str, Any], what: str):
+    import open_clip
+
+    try:
+        with warnings.catch_warnings():
+            # We check the activation ourselves (see load_open_clip); open_clip's check runs
+            # before our override and would warn about a mismatch that no longer exists.
+            warnings.filterwarnings("ignore", message="QuickGELU mismatch")
+            net, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device="cpu",
+                                                                       **kwargs)
+            tokenizer = open_clip.get_tokenizer(name)
+    except RuntimeError as err:
+        text = str(err)
+        if "state_dict" in text or "size mismatch" in text:
+            lines = [line.strip() for line in text.splitlines() if line.strip()][:6]
+            raise CheckpointMismatchError(
+                f"the weights do not fit {what}: " + " | ".join(lines)
+                + " ... Pass the architecture these weights were trained with (--model), or the right file."
+            ) from err
+        if "download" in text.lower() or "hub" in text.lower():
+            arch = None if name.startswith((LOCAL_DIR, HF_HUB)) else name
+            raise MissingWeightsError(f"cannot load {what} offline: {_cache_hint(arch, pretrained, name)}") from err
+        raise
+    except (OSError, ValueError) as err:
+        arch = None if name.startswith((LOCAL_DIR, HF_HUB)) else name
+        if name.startswith(HF_HUB) or (pretrained and not Path(pretrained).is_file()):
+            raise MissingWeightsError(f"cannot load {what} offline: {_cache_hint(arch, pretrained, name)}") from err
+        raise HarnessError(f"cannot load {what}: {type(err).__name__}: {err}") from err
+    return net, preprocess, tokenizer

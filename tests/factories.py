@@ -1,0 +1,229 @@
+"""Builders for test fixtures: tiny open_clip models saved to disk, and Winoground data written in
+the dataset repository's real layouts with real photographs (scikit-image ships them offline)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ASSETS = Path(__file__).parent / "assets"
+TINY_ARCH = "tiny-clip"
+
+_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
+           "colorwheel", "camera", "coins", "moon", "clock", "brick", "grass", "gravel", "page")
+_photo_cache: dict[str, np.ndarray] = {}
+
+
+def photo(index: int, size: int = 48) -> Image.Image:
+    """A distinct real photograph crop for every index."""
+    import skimage.data
+
+    name = _PHOTOS[index % len(_PHOTOS)]
+    if name not in _photo_cache:
+        array = getattr(skimage.data, name)()
+        if array.ndim == 2:
+            array = np.stack([array] * 3, axis=-1)
+        _photo_cache[name] = array[..., :3]
+    array = _photo_cache[name]
+    h, w = array.shape[:2]
+    step = index // len(_PHOTOS)
+    crop = min(h, w) // 2
+    top = (step * 37) % (h - crop)
+    left = (step * 53) % (w - crop)
+    return Image.fromarray(array[top:top + crop, left:left + crop]).resize((size, size), Image.BILINEAR)
+
+
+# -- tiny CLIP ------------------------------------------------------------------------------------
+
+@dataclass
+class TinyClip:
+    arch: str
+    config: dict
+    safetensors: Path
+    pt: Path
+    local_dir: Path
+
+
+def register_tiny_arch() -> str:
+    import open_clip
+
+    if TINY_ARCH not in open_clip.list_models():
+        open_clip.add_model_config(ASSETS / f"{TINY_ARCH}.json")
+    return TINY_ARCH
+
+
+def build_tiny_clip(folder: Path, seed: int = 0, quick_gelu: bool = False) -> TinyClip:
+    """Random tiny CLIP weights saved as .safetensors, .pt and a local-dir: folder."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    arch = register_tiny_arch()
+    torch.manual_seed(seed)
+    model = open_clip.create_model(arch, quick_gelu=quick_gelu)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(state, folder / "tiny.safetensors")
+    torch.save(state, folder / "tiny.pt")
+    config = json.loads((ASSETS / f"{TINY_ARCH}.json").read_text())
+    if quick_gelu:
+        config["quick_gelu"] = True
+    local = folder / "local"
+    local.mkdir(exist_ok=True)
+    (local / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": config,
+        "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)},
+    }))
+    save_file(state, local / "open_clip_model.safetensors")
+    return TinyClip(arch, config, folder / "tiny.safetensors", folder / "tiny.pt", local)
+
+
+# -- Winoground -----------------------------------------------------------------------------------
+
+_TAGS = ("Object", "Relation", "Both", "Relation")
+_NOUNS = ("dog", "couch", "person", "tree", "cup", "car", "bird", "box")
+_RELATIONS = ("on", "under", "beside", "behind")
+
+
+def winoground_records(n: int) -> list[dict]:
+    """Metadata of n items; captions use the same words in a different order."""
+    records = []
+    for i in range(n):
+        a, b = _NOUNS[i % len(_NOUNS)], _NOUNS[(i * 3 + 1) % len(_NOUNS)]
+        if a == b:
+            b = _NOUNS[(i + 1) % len(_NOUNS)]
+        rel = _RELATIONS[i % len(_RELATIONS)]
+        records.append({
+            "id": i,
+            "caption_0": f"a {a} {rel} a {b}",
+            "caption_1": f"a {b} {rel} a {a}",
+            "tag": f"tag{i % 5}",
+            "secondary_tag": "" if i % 3 else "Symbolic",
+            "num_main_preds": 1 + (i % 3 == 0),
+            "collapsed_tag": _TAGS[i % len(_TAGS)],
+        })
+    return records
+
+
+def write_winoground_parquet(folder: Path, n: int, rows_per_group: int = 8) -> Path:
+    """The current repository layout: data/test-00000-of-00001.parquet with embedded images."""
+    import datasets
+
+    records = winoground_records(n)
+    columns = {key: [r[key] for r in records] for key in records[0]}
+    columns["image_0"] = [photo(2 * i) for i in range(n)]
+    columns["image_1"] = [photo(2 * i + 1) for i in range(n)]
+    features = datasets.Features({
+        "id": datasets.Value("int32"),
+        "image_0": datasets.Image(),
+        "image_1": datasets.Image(),
+        "caption_0": datasets.Value("string"),
+        "caption_1": datasets.Value("string"),
+        "tag": datasets.Value("string"),
+        "secondary_tag": datasets.Value("string"),
+        "num_main_preds": datasets.Value("int32"),
+        "collapsed_tag": datasets.Value("string"),
+    })
+    ds = datasets.Dataset.from_dict(columns, features=features)
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    path = folder / "data" / "test-00000-of-00001.parquet"
+    ds.to_parquet(str(path), batch_size=rows_per_group)
+    return path
+
+
+def write_winoground_jsonl(folder: Path, n: int, zipped: bool = False, with_suffix: bool = False) -> Path:
+    """The older layout: data/examples.jsonl naming images in data/images/ (or data/images.zip)."""
+    data = folder / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    with open(data / "examples.jsonl", "w") as f:
+        for r in winoground_records(n):
+            names = {f"image_{k}": f"ex_{r['id']}_img_{k}" + (".png" if with_suffix else "") for k in (0, 1)}
+            f.write(json.dumps({**r, **names}) + "\n")
+    if zipped:
+        with zipfile.ZipFile(data / "images.zip", "w") as z:
+            for i in range(n):
+                for k in (0, 1):
+                    tmp = data / f"ex_{i}_img_{k}.png"
+                    photo(2 * i + k).save(tmp)
+                    z.write(tmp, f"images/ex_{i}_img_{k}.png")
+                    tmp.unlink()
+    else:
+        (data / "images").mkdir(exist_ok=True)
+        for i in range(n):
+            for k in (0, 1):
+                photo(2 * i + k).save(data / "images" / f"ex_{i}_img_{k}.png")
+    return data / "examples.jsonl"
+
+
+def write_hub_snapshot(cache: Path, repo_id: str, n: int) -> Path:
+    """A Hugging Face hub cache entry for a dataset repo, as huggingface_hub lays it out."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"datasets--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    write_winoground_parquet(snapshot, n)
+    return snapshot
+
+
+# -- a benchmark made in the test, for engine tests -----------------------------------------------
+
+class PhotoBenchmark:
+    """Factory for an in-test Benchmark whose items are given directly; refs name photo indices."""
+
+    @staticmethod
+    def make(items, name: str = "photos"):
+        from harness.api import Benchmark
+
+        class _Photos(Benchmark):
+            version = "1"
+
+            def __init__(self):
+                super().__init__(Path("."), None)
+
+            def items(self):
+                return list(items)
+
+            def load_image(self, ref):
+                if ref.startswith("broken"):
+                    raise OSError(f"cannot identify image file {ref}.png")
+                return photo(int(ref))
+
+            def metrics(self, items_, scores, seed):
+                from harness.metrics import accuracy_row
+
+                correct = [all(s[i].argmax() == t and (s[i] == s[i].max()).sum() == 1
+                               for i, t in enumerate(it.truth)) for it, s in zip(items_, scores)]
+                return [accuracy_row("all", "accuracy", np.array(correct), seed)]
+
+            @classmethod
+            def describe_data(cls, data_root):
+                return []
+
+        _Photos.name = name
+        return _Photos()
+
+
+# -- one way to build each registered plug-in, for contract tests ---------------------------------
+
+def scorer_config(name: str, tmp: Path):
+    """A ScorerConfig for a registered scorer on a tiny model; a new scorer adds its line here."""
+    from harness.api import ScorerConfig
+
+    if name == "clip":
+        tiny = build_tiny_clip(tmp / "clip")
+        return ScorerConfig(model=f"local-dir:{tiny.local_dir}", batch_size=8)
+    raise KeyError(f"no tiny test model for scorer {name!r}: add one to tests/factories.py")
+
+
+def write_benchmark_data(name: str, root: Path, n: int = 6) -> None:
+    """Fixture data for a registered benchmark under a data root; a new benchmark adds its line here."""
+    if name == "winoground":
+        write_winoground_parquet(root / "winoground", n)
+        return
+    raise KeyError(f"no fixture writer for benchmark {name!r}: add one to tests/factories.py")
