@@ -166,18 +166,19 @@ class _ParquetSource(_Source):
             self.records += pf.read(columns=list(FIELDS)).to_pylist()
             for rg in range(pf.num_row_groups):
                 self._where += [(fi, rg, off) for off in range(pf.metadata.row_group(rg).num_rows)]
-        self._cached: tuple[tuple[int, int, str], list[Any]] | None = None
+        self._cached: tuple[tuple[int, int], dict[str, list[Any]]] | None = None
 
     def load(self, ref: str) -> Image.Image:
         import pyarrow.parquet as pq
 
         row, column = ref.split(":")
         fi, rg, off = self._where[int(row)]
-        # Consecutive refs come from the same row group, so keep the last one decoded.
-        if self._cached is None or self._cached[0] != (fi, rg, column):
-            table = pq.ParquetFile(self.files[fi]).read_row_group(rg, columns=[column])
-            self._cached = ((fi, rg, column), table.column(column).to_pylist())
-        cell = self._cached[1][off]
+        # Refs arrive in item order, so keep the last row group (both image columns) decoded:
+        # one parquet read per row group instead of one per image.
+        if self._cached is None or self._cached[0] != (fi, rg):
+            table = pq.ParquetFile(self.files[fi]).read_row_group(rg, columns=list(IMAGE_COLUMNS))
+            self._cached = ((fi, rg), {c: table.column(c).to_pylist() for c in IMAGE_COLUMNS})
+        cell = self._cached[1][column][off]
         data = cell["bytes"] if isinstance(cell, dict) else cell
         if not data:
             raise BadRecordError(f"row {row} of {self.files[fi].name} has no bytes in {column}")

@@ -26,7 +26,7 @@ def bootstrap_ci(
     if n == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    chunk = max(1, min(resamples, 2_000_000 // n))
+    chunk = max(1, min(resamples, 250_000 // n))
     values = []
     for start in range(0, resamples, chunk):
         idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))

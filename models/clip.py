@@ -357,18 +357,22 @@ def _create(name: str, pretrained: str | None, kwargs: dict[str, Any], what: str
             net, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device="cpu",
                                                                        **kwargs)
             tokenizer = open_clip.get_tokenizer(name)
-    except RuntimeError as err:
-        text = str(err)
-        if "state_dict" in text or "size mismatch" in text:
-            lines = [line.strip() for line in text.splitlines() if line.strip()][:6]
-            raise CheckpointMismatchError(
-                f"the weights do not fit {what}: " + " | ".join(lines)
-                + " ... Pass the architecture these weights were trained with (--model), or the right file."
-            ) from err
-        if "download" in text.lower() or "hub" in text.lower():
+    except (RuntimeError, AssertionError, KeyError) as err:
+        # open_clip reports a checkpoint that does not fit as a load_state_dict RuntimeError, or as
+        # an AssertionError/KeyError from its position-embedding resizing; a failed download as a
+        # RuntimeError that says so.
+        text = str(err) or type(err).__name__
+        download = isinstance(err, RuntimeError) and ("download" in text.lower() or "hub" in text.lower())
+        if download:
             arch = None if name.startswith((LOCAL_DIR, HF_HUB)) else name
             raise MissingWeightsError(f"cannot load {what} offline: {_cache_hint(arch, pretrained, name)}") from err
-        raise
+        if isinstance(err, RuntimeError) and not ("state_dict" in text or "size mismatch" in text):
+            raise
+        lines = [line.strip() for line in text.splitlines() if line.strip()][:6]
+        raise CheckpointMismatchError(
+            f"the weights do not fit {what}: " + " | ".join(lines)
+            + " ... Pass the architecture these weights were trained with (--model), or the right file."
+        ) from err
     except (OSError, ValueError) as err:
         arch = None if name.startswith((LOCAL_DIR, HF_HUB)) else name
         if name.startswith(HF_HUB) or (pretrained and not Path(pretrained).is_file()):

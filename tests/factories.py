@@ -110,14 +110,14 @@ def winoground_records(n: int) -> list[dict]:
     return records
 
 
-def write_winoground_parquet(folder: Path, n: int, rows_per_group: int = 8) -> Path:
+def write_winoground_parquet(folder: Path, n: int, rows_per_group: int = 8, image_size: int = 48) -> Path:
     """The current repository layout: data/test-00000-of-00001.parquet with embedded images."""
     import datasets
 
     records = winoground_records(n)
     columns = {key: [r[key] for r in records] for key in records[0]}
-    columns["image_0"] = [photo(2 * i) for i in range(n)]
-    columns["image_1"] = [photo(2 * i + 1) for i in range(n)]
+    columns["image_0"] = [photo(2 * i, image_size) for i in range(n)]
+    columns["image_1"] = [photo(2 * i + 1, image_size) for i in range(n)]
     features = datasets.Features({
         "id": datasets.Value("int32"),
         "image_0": datasets.Image(),

@@ -231,3 +231,46 @@ def test_device_errors_are_clear(tiny_clip):
 
 def test_photo_helper_gives_distinct_images():
     assert not np.array_equal(np.asarray(photo(0)), np.asarray(photo(15)))
+
+
+def _fake_hub_repo(cache, repo_id: str, files: dict) -> None:
+    """A model repo in the Hugging Face hub cache, laid out as huggingface_hub writes it."""
+    commit = "fedcba9876543210fedcba9876543210fedcba98"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name, source in files.items():
+        shutil.copy(source, snapshot / name)
+
+
+def test_hf_hub_model_loads_offline_from_the_hub_cache(tiny_clip, tmp_path, monkeypatch, wino_parquet_root):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    _fake_hub_repo(tmp_path / "hub", "someone/tiny-clip", {
+        "open_clip_config.json": tiny_clip.local_dir / "open_clip_config.json",
+        "open_clip_model.safetensors": tiny_clip.local_dir / "open_clip_model.safetensors",
+    })
+    scorer = ClipScorer(ScorerConfig(model="hf-hub:someone/tiny-clip"))
+    local = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}"))
+    assert scorer.fingerprint()["weights"] == local.fingerprint()["weights"]
+
+
+def test_pretrained_tag_is_looked_up_in_the_hub_cache_offline(tiny_clip, tmp_path, monkeypatch):
+    """ViT-B-32/openai resolves to open_clip's hub repo in the local cache, without network.
+
+    The cached file here holds tiny weights, so loading ends in a clear mismatch error: proof that
+    the cached file was found and read, without shipping 600 MB of real weights.
+    """
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = open_clip.get_pretrained_cfg("ViT-B-32", "openai")["hf_hub"].rstrip("/")
+    _fake_hub_repo(tmp_path / "hub", repo, {"open_clip_model.safetensors": tiny_clip.safetensors})
+    with pytest.raises(CheckpointMismatchError, match="do not fit ViT-B-32 with openai"):
+        ClipScorer(ScorerConfig(model="ViT-B-32", pretrained="openai"))

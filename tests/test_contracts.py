@@ -1,0 +1,60 @@
+"""Every registered scorer on every registered benchmark honours the contracts in harness.api."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from factories import scorer_config, write_benchmark_data
+
+from harness.api import Benchmark, DataRequirement, MetricRow, Scorer
+from harness.registry import BENCHMARKS, SCORERS
+from harness.runner import evaluate
+from harness.store import ScoreStore
+
+
+@pytest.fixture(scope="module")
+def scorers(tmp_path_factory):
+    built = {}
+    for name in SCORERS.names():
+        built[name] = SCORERS.get(name)(scorer_config(name, tmp_path_factory.mktemp(name)))
+    return built
+
+
+@pytest.mark.parametrize("name", BENCHMARKS.names())
+def test_benchmark_contract(name, tmp_path):
+    write_benchmark_data(name, tmp_path)
+    cls = BENCHMARKS.get(name)
+    assert issubclass(cls, Benchmark) and cls.name == name and cls.version
+    for subset in (None, *cls.subsets):
+        bench = cls(tmp_path, subset)
+        items = bench.items()
+        assert items and len({i.id for i in items}) == len(items)
+        for item in items[:3]:
+            assert item.images and item.texts
+            image = bench.load_image(item.images[0])
+            assert image.mode == "RGB" and image.size[0] > 0
+        json.dumps(bench.details())
+    requirements = cls.describe_data(tmp_path)
+    assert requirements and all(isinstance(r, DataRequirement) for r in requirements)
+    assert any(r.found for r in requirements)
+
+
+@pytest.mark.parametrize("scorer_name", SCORERS.names())
+@pytest.mark.parametrize("bench_name", BENCHMARKS.names())
+def test_scorer_on_benchmark(scorer_name, bench_name, scorers, tmp_path):
+    scorer: Scorer = scorers[scorer_name]
+    assert isinstance(scorer, Scorer) and scorer.family
+    write_benchmark_data(bench_name, tmp_path)
+    bench = BENCHMARKS.get(bench_name)(tmp_path)
+    fingerprint = scorer.fingerprint()
+    assert json.loads(json.dumps(fingerprint)) == fingerprint and fingerprint == scorer.fingerprint()
+    assert "model" in scorer.describe()
+    result = evaluate(scorer, bench, ScoreStore(tmp_path / "s.sqlite"), workers=0, progress=False)
+    for item, matrix in zip(result.items, result.scores):
+        assert matrix.shape == (len(item.images), len(item.texts))
+        assert np.isfinite(matrix).all()
+    assert result.rows and all(isinstance(r, MetricRow) for r in result.rows)
+    assert all(r.n > 0 and (np.isnan(r.value) or 0 <= r.value <= 100) for r in result.rows)
+    assert not scorer.has_image(result.items[0].images[0])  # cleared after the run

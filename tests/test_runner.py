@@ -1,0 +1,177 @@
+"""The engine: resume after an interruption, bad scores and images, limits, worker processes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from factories import PhotoBenchmark, write_winoground_jsonl
+
+from benchmarks.winoground import Winoground
+from harness import runner
+from harness.api import Item, ScorerConfig
+from harness.errors import ImageDecodeError, NonFiniteScoreError
+from harness.results import read_leaderboard
+from harness.runner import evaluate, run
+from harness.store import ScoreStore
+from models.clip import ClipScorer
+
+
+class CountingScorer(ClipScorer):
+    """The CLIP scorer, counting the items it scores and optionally stopping after some."""
+
+    stop_after: int | None = None
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.scored: list[str] = []
+
+    def score(self, items):
+        if self.stop_after is not None and len(self.scored) + len(items) > self.stop_after:
+            raise KeyboardInterrupt
+        self.scored += [i.id for i in items]
+        return super().score(items)
+
+
+def _config(tiny_clip, batch_size=4):
+    return ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", batch_size=batch_size)
+
+
+def test_interrupted_evaluation_resumes_without_rescoring(tiny_clip, wino_parquet_root, tmp_path):
+    bench = Winoground(wino_parquet_root)
+    store = ScoreStore(tmp_path / "scores.sqlite")
+    first = CountingScorer(_config(tiny_clip))
+    first.stop_after = 10
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(first, bench, store, workers=0, progress=False)
+    assert first.scored == [str(i) for i in range(8)]  # two chunks of 4 were committed
+
+    second = CountingScorer(_config(tiny_clip))
+    resumed = evaluate(second, bench, store, workers=0, progress=False)
+    assert second.scored == [str(i) for i in range(8, 24)]
+    assert resumed.scored_now == 16
+
+    clean = evaluate(ClipScorer(_config(tiny_clip)), bench, ScoreStore(tmp_path / "clean.sqlite"),
+                     workers=0, progress=False)
+    assert [(r.subset, r.metric, r.value, r.ci_low, r.ci_high, r.n) for r in resumed.rows] == \
+           [(r.subset, r.metric, r.value, r.ci_low, r.ci_high, r.n) for r in clean.rows]
+
+
+def test_interrupted_run_writes_no_rows_and_the_rerun_writes_one_set(tiny_clip, wino_parquet_root, tmp_path,
+                                                                      monkeypatch):
+    results_dir = tmp_path / "results"
+    kwargs = dict(scorer="clip", bench="winoground", model=f"local-dir:{tiny_clip.local_dir}",
+                  data_root=wino_parquet_root, results_dir=results_dir, batch_size=4, workers=0, progress=False)
+    calls = {"n": 0}
+    original = ClipScorer.score
+
+    def flaky(self, items):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, items)
+
+    monkeypatch.setattr(ClipScorer, "score", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run(**kwargs)
+    assert read_leaderboard(results_dir).empty
+    failed = list((results_dir / "runs").glob("*/config.json"))
+    assert len(failed) == 1 and '"status": "failed: KeyboardInterrupt' in failed[0].read_text()
+
+    result = run(**kwargs)
+    assert result.evaluation.scored_now == 24 - 8
+    board = read_leaderboard(results_dir)
+    assert len(board) == len(result.rows) == 18  # 3 metrics x (all + 3 tags + 2 predicate counts)
+    assert set(board["run_id"]) == {result.run_id}
+    assert not board.duplicated(["subset", "metric"]).any()
+
+    again = run(**kwargs)  # a completed run repeated: nothing scored, a second set of rows
+    assert again.evaluation.scored_now == 0
+    assert len(read_leaderboard(results_dir)) == 36
+
+
+def test_run_files_record_config_rows_and_item_scores(tiny_clip, wino_parquet_root, tmp_path):
+    import json
+
+    result = run(scorer="clip", bench="winoground", model=f"local-dir:{tiny_clip.local_dir}",
+                 data_root=wino_parquet_root, results_dir=tmp_path, limit=5, workers=0, progress=False, seed=7)
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["status"] == "done" and config["limit"] == 5 and config["n_items"] == 5
+    assert config["scorer_fingerprint"]["family"] == "clip"
+    lines = [json.loads(x) for x in (result.run_dir / "item_scores.jsonl").read_text().splitlines()]
+    assert [x["item_id"] for x in lines] == ["0", "1", "2", "3", "4"]
+    assert np.array(lines[0]["scores"]).shape == (2, 2) and set(lines[0]) >= {"text", "image", "group"}
+    row = result.rows[0]
+    assert row["n"] == 5 and row["seed"] == 7 and row["benchmark_version"] == "1"
+    assert row["model"] == f"local-dir:{tiny_clip.local_dir}" and row["device"] == "cpu"
+    assert (result.run_dir / "metrics.csv").read_text().count("\n") == len(result.rows) + 1
+
+
+def test_nan_scores_stop_the_run_and_keep_earlier_chunks(tiny_clip, wino_parquet_root, tmp_path, monkeypatch):
+    original = ClipScorer.score
+
+    def nan_on_item_9(self, items):
+        out = original(self, items)
+        return [np.full_like(m, np.nan) if i.id == "9" else m for i, m in zip(items, out)]
+
+    monkeypatch.setattr(ClipScorer, "score", nan_on_item_9)
+    with pytest.raises(NonFiniteScoreError, match="non-finite scores .* item '9'"):
+        run(scorer="clip", bench="winoground", model=f"local-dir:{tiny_clip.local_dir}",
+            data_root=wino_parquet_root, results_dir=tmp_path, batch_size=4, workers=0, progress=False)
+    assert read_leaderboard(tmp_path).empty
+    store = ScoreStore(tmp_path / "scores.sqlite")
+    stored = set()
+    import sqlite3
+
+    with sqlite3.connect(store.path) as db:
+        stored = {r[0] for r in db.execute("SELECT item_id FROM scores")}
+    assert stored == {str(i) for i in range(8)}
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_corrupt_image_names_item_and_file(tiny_clip, tmp_path, workers):
+    write_winoground_jsonl(tmp_path / "winoground", 6)
+    (tmp_path / "winoground" / "data" / "images" / "ex_4_img_1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(ImageDecodeError) as err:
+        run(scorer="clip", bench="winoground", model=f"local-dir:{tiny_clip.local_dir}", data_root=tmp_path,
+            results_dir=tmp_path / "results", batch_size=2, workers=workers, progress=False)
+    message = str(err.value)
+    assert "'ex_4_img_1'" in message and "item '4'" in message and "ex_4_img_1.png" in message
+    assert "resumes" in message
+    assert read_leaderboard(tmp_path / "results").empty
+
+
+def test_limit_and_bad_limit(tiny_clip, wino_parquet_root, tmp_path):
+    result = run(scorer="clip", bench="winoground", model=f"local-dir:{tiny_clip.local_dir}",
+                 data_root=wino_parquet_root, results_dir=tmp_path, limit=3, workers=0, progress=False)
+    assert [i.id for i in result.evaluation.items] == ["0", "1", "2"]
+    with pytest.raises(runner.HarnessError, match="--limit must be at least 1"):
+        run(scorer="clip", bench="winoground", model=f"local-dir:{tiny_clip.local_dir}",
+            data_root=wino_parquet_root, results_dir=tmp_path, limit=0, workers=0, progress=False)
+
+
+def test_worker_processes_give_the_same_scores(tiny_clip, wino_parquet_root, tmp_path):
+    bench = Winoground(wino_parquet_root)
+    inline = evaluate(ClipScorer(_config(tiny_clip)), bench, ScoreStore(tmp_path / "a.sqlite"), workers=0,
+                      progress=False)
+    workers = evaluate(ClipScorer(_config(tiny_clip)), bench, ScoreStore(tmp_path / "b.sqlite"), workers=2,
+                       progress=False)
+    for a, b in zip(inline.scores, workers.scores):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_changed_captions_are_rescored(tiny_clip, tmp_path):
+    store = ScoreStore(tmp_path / "s.sqlite")
+    items = [Item(id="a", images=("0",), texts=("x", "y"), truth=(0,))]
+    evaluate(ClipScorer(_config(tiny_clip)), PhotoBenchmark.make(items), store, workers=0, progress=False)
+    changed = [Item(id="a", images=("0",), texts=("x", "z"), truth=(0,))]
+    again = evaluate(ClipScorer(_config(tiny_clip)), PhotoBenchmark.make(changed), store, workers=0,
+                     progress=False)
+    assert again.scored_now == 1
+
+
+def test_unknown_names_fail_before_any_model_loads(wino_parquet_root, tmp_path):
+    with pytest.raises(KeyError, match="Did you mean 'winoground'"):
+        run(scorer="clip", bench="winogrand", model="whatever", data_root=wino_parquet_root, results_dir=tmp_path)
+    with pytest.raises(KeyError, match="unknown scorer 'clap'.*Did you mean 'clip'"):
+        run(scorer="clap", bench="winoground", model="whatever", data_root=wino_parquet_root, results_dir=tmp_path)
+    assert not (tmp_path / "runs").exists()
