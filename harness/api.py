@@ -11,11 +11,24 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
 
 if TYPE_CHECKING:  # keep `harness ls` free of numpy/torch/PIL imports
     import numpy as np
     from PIL import Image
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """One candidate described by several prompts, e.g. a class in zero-shot classification
+    ("a photo of a dog.", "a drawing of a dog.", ...). Each scorer says how it compares an image
+    with an ensemble; CLIP uses the normalised mean of the prompts' normalised embeddings."""
+
+    label: str
+    texts: tuple[str, ...]
+
+
+Text = Union[str, Prompts]
 
 
 @dataclass(frozen=True)
@@ -24,12 +37,14 @@ class Item:
 
     ``truth[i]`` is the index of the text that belongs to image ``i`` (Winoground: (0, 1);
     ARO/SugarCrepe: one image, one index). Image refs are opaque strings, unique within a
-    benchmark, that ``Benchmark.load_image`` decodes; scorers use them as cache keys.
+    benchmark, that ``Benchmark.load_image`` decodes; scorers use them as cache keys. Items that
+    share the same candidates (zero-shot classes) should share one ``texts`` tuple object, which
+    lets scorers and the store cache per tuple.
     """
 
     id: str
     images: tuple[str, ...]
-    texts: tuple[str, ...]
+    texts: tuple[Text, ...]
     truth: tuple[int, ...]
     meta: Mapping[str, Any] = field(default_factory=dict)
 

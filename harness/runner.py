@@ -86,8 +86,10 @@ def evaluate(
             chunk = pending[start:start + chunk_items]
             for ref in (r for item in chunk for r in item.images):
                 while not scorer.has_image(ref):
-                    batch_refs, pixels = next(images)
-                    scorer.add_images(batch_refs, pixels)
+                    batch = next(images, None)
+                    if batch is None:  # only a scorer that drops images it was given gets here
+                        raise HarnessError(f"scorer {scorer.family} lost image {ref!r} before scoring it")
+                    scorer.add_images(*batch)
             matrices = scorer.score(chunk)
             _check_scores(chunk, matrices, scorer)
             store.put(key, benchmark.key, benchmark.version, zip(chunk, matrices))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.api import Item, Scorer, ScorerConfig
+from harness.api import Item, Prompts, Scorer, ScorerConfig, Text
 from harness.errors import CheckpointMismatchError, HarnessError, MissingWeightsError, UnknownNameError
 from harness.registry import unknown_name_message
 
@@ -141,6 +141,8 @@ class ClipScorer(Scorer):
         self.model.to(self.device).eval()
         self._image_cache: dict[str, torch.Tensor] = {}
         self._text_cache: dict[str, torch.Tensor] = {}
+        self._ensemble_cache: dict[Prompts, torch.Tensor] = {}
+        self._matrix_cache: dict[int, tuple[tuple[Text, ...], torch.Tensor]] = {}
 
     # -- identity ---------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
@@ -150,6 +152,7 @@ class ClipScorer(Scorer):
             "pretrained": self._weights_label,
             "weights": self._weights,
             "quick_gelu": self.quick_gelu,
+            "preprocess": _preprocess_cfg(self.model),
             "precision": str(self.amp_dtype).replace("torch.", "amp-") if self.amp_dtype else "fp32",
         }
 
@@ -194,14 +197,49 @@ class ClipScorer(Scorer):
             for text, f in zip(batch, features):
                 self._text_cache[text] = f
 
+    def _embedding(self, text: Text) -> torch.Tensor:
+        if isinstance(text, str):
+            return self._text_cache[text]
+        if text not in self._ensemble_cache:
+            # the CLIP zero-shot protocol: normalised mean of normalised prompt embeddings
+            mean = torch.stack([self._text_cache[t] for t in text.texts]).mean(dim=0)
+            self._ensemble_cache[text] = F.normalize(mean, dim=-1)
+        return self._ensemble_cache[text]
+
+    def _text_matrix(self, texts: tuple[Text, ...]) -> torch.Tensor:
+        """Stacked candidate embeddings; kept per tuple object when it is large and shared
+        (a zero-shot classifier), rebuilt otherwise (a pair of captions is cheap to stack)."""
+        if len(texts) <= 16:
+            return torch.stack([self._embedding(t) for t in texts])
+        cached = self._matrix_cache.get(id(texts))
+        if cached is None or cached[0] is not texts:
+            cached = (texts, torch.stack([self._embedding(t) for t in texts]))
+            self._matrix_cache[id(texts)] = cached
+        return cached[1]
+
     def score(self, items: Sequence[Item]) -> list[np.ndarray]:
-        self.encode_texts([t for item in items for t in item.texts])
+        seen: set[int] = set()
+        strings: list[str] = []
+        for item in items:
+            if id(item.texts) in seen:
+                continue
+            seen.add(id(item.texts))
+            for t in item.texts:
+                strings.extend([t] if isinstance(t, str) else t.texts)
+        self.encode_texts(strings)
         out = []
         for item in items:
             images = torch.stack([self._image_cache[r] for r in item.images])
-            texts = torch.stack([self._text_cache[t] for t in item.texts])
-            out.append((images @ texts.T).double().numpy())
+            out.append((images @ self._text_matrix(item.texts).T).numpy())
         return out
+
+
+def _preprocess_cfg(model: torch.nn.Module) -> dict[str, Any]:
+    """Image size, mean/std, interpolation and resize mode: they change scores as much as weights do."""
+    import open_clip
+
+    cfg = open_clip.get_model_preprocess_cfg(model)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(cfg.items())}
 
 
 def _parse_bool(value: Any) -> bool | None:

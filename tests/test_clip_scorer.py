@@ -274,3 +274,25 @@ def test_pretrained_tag_is_looked_up_in_the_hub_cache_offline(tiny_clip, tmp_pat
     _fake_hub_repo(tmp_path / "hub", repo, {"open_clip_model.safetensors": tiny_clip.safetensors})
     with pytest.raises(CheckpointMismatchError, match="do not fit ViT-B-32 with openai"):
         ClipScorer(ScorerConfig(model="ViT-B-32", pretrained="openai"))
+
+
+def test_prompt_ensembles_match_open_clips_zero_shot_classifier(tiny_clip, tmp_path):
+    from harness.api import Prompts
+
+    classes = ["dog", "cat", "rocket"]
+    templates = [lambda c: f"a photo of a {c}.", lambda c: f"a drawing of a {c}.", lambda c: f"itap of a {c}."]
+    candidates = tuple(Prompts(c, tuple(t(c) for t in templates)) for c in classes)
+    items = [Item(id=str(k), images=(str(k),), texts=candidates, truth=(k % 3,)) for k in range(4)]
+    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", batch_size=4))
+    ours = evaluate(scorer, PhotoBenchmark.make(items), ScoreStore(tmp_path / "s.sqlite"), workers=0,
+                    progress=False).scores
+
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tiny_clip.local_dir}")
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{tiny_clip.local_dir}")
+    with torch.no_grad():
+        classifier = open_clip.build_zero_shot_classifier(model, tokenizer, classes, templates, device="cpu",
+                                                          use_tqdm=False)
+        for k, matrix in enumerate(ours):
+            image = F.normalize(model.encode_image(preprocess(photo(k))[None]), dim=-1)
+            np.testing.assert_allclose(matrix, (image @ classifier).numpy(), atol=1e-5)
