@@ -60,12 +60,13 @@ class Item:
 class MetricRow:
     """One number of a benchmark's result. ``value`` and the interval are percentages."""
 
-    subset: str  # "all", a benchmark subset, or a breakdown written "field=value"
+    subset: str  # "all", a benchmark subset, or a breakdown containing "field=value"
     metric: str
     value: float
     n: int
     ci_low: float | None = None
     ci_high: float | None = None
+    details: Mapping[str, Any] | None = None  # merged into the benchmark's details for this row
 
 
 @dataclass(frozen=True)
@@ -92,17 +93,25 @@ class Benchmark(ABC):
     comparisons: ClassVar[Comparisons] = "matrix"
 
     def __init__(self, data_root: Path, subset: str | None = None) -> None:
+        """``subset`` None means every subset whose data is present; the others are listed in
+        ``skipped`` with the reason. Item ids are unique across subsets, so a one-subset run and
+        a whole-benchmark run share stored scores."""
+        self.validate_subset(subset)
+        self.data_root = Path(data_root)
+        self.subset = subset
+        self.skipped: dict[str, str] = {}  # subset -> why it was left out (missing data)
+
+    @classmethod
+    def validate_subset(cls, subset: str | None) -> None:
         from harness.errors import UnknownNameError
         from harness.registry import unknown_name_message
 
-        if subset is not None and subset not in self.subsets:
-            raise UnknownNameError(unknown_name_message(f"{self.name} subset", subset, list(self.subsets)))
-        self.data_root = Path(data_root)
-        self.subset = subset
+        if subset is not None and subset not in cls.subsets:
+            raise UnknownNameError(unknown_name_message(f"{cls.name} subset", subset, list(cls.subsets)))
 
     @property
     def key(self) -> str:
-        """What the score store and result rows call this benchmark."""
+        """How a user names what this object evaluates: ``name`` or ``name:subset``."""
         return f"{self.name}:{self.subset}" if self.subset else self.name
 
     @abstractmethod

@@ -95,6 +95,8 @@ def run(
             workers=workers, options=_parse_options(opt or []), progress=progress,
         )
     typer.echo(results.format_metric_rows(outcome.rows))
+    for subset, why in outcome.skipped.items():
+        typer.echo(f"skipped {subset}: {why}")
     scored = outcome.evaluation.scored_now
     typer.echo(f"\n{len(outcome.evaluation.items)} items ({scored} scored now, "
                f"{len(outcome.evaluation.items) - scored} from the score store)")

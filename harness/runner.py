@@ -62,7 +62,7 @@ def evaluate(
     items = list(benchmark.items() if items is None else items)
     _check_unique_ids(items, benchmark)
     key = store.register_scorer(scorer.fingerprint())
-    done = store.stored_ids(key, benchmark.key, benchmark.version, items)
+    done = store.stored_ids(key, benchmark.name, benchmark.version, items)
     pending = [item for item in items if item.id not in done]
     chunk_items = chunk_items or max(1, scorer.config.batch_size)
     workers = default_workers() if workers is None else workers
@@ -92,14 +92,14 @@ def evaluate(
                     scorer.add_images(*batch)
             matrices = scorer.score(chunk)
             _check_scores(chunk, matrices, scorer)
-            store.put(key, benchmark.key, benchmark.version, zip(chunk, matrices))
+            store.put(key, benchmark.name, benchmark.version, zip(chunk, matrices))
             bar.update(len(chunk))
     finally:
         bar.close()
         images.close()
         scorer.clear_images()
 
-    stored = store.get(key, benchmark.key, benchmark.version, (i.id for i in items))
+    stored = store.get(key, benchmark.name, benchmark.version, (i.id for i in items))
     scores = [stored[i.id] for i in items]
     rows = benchmark.metrics(items, scores, seed)
     return Evaluation(items=items, scores=scores, rows=rows, scorer_key=key, scored_now=len(pending))
@@ -143,6 +143,7 @@ class RunResult:
     leaderboard: Path
     rows: list[dict[str, Any]]
     evaluation: Evaluation = field(repr=False)
+    skipped: dict[str, str] = field(default_factory=dict)  # subsets left out, and why
 
 
 def new_run_id() -> str:
@@ -190,7 +191,8 @@ def run(
         "benchmark": benchmark.key, "benchmark_version": benchmark.version, "data_root": str(data_root),
         "results_dir": str(results_dir), "limit": limit, "n_items": len(items), "workers": workers,
         "scorer_config": asdict(config), "scorer_fingerprint": scorer_obj.fingerprint(),
-        "benchmark_details": benchmark.details(), "harness_version": harness.__version__,
+        "benchmark_details": benchmark.details(), "skipped_subsets": benchmark.skipped,
+        "harness_version": harness.__version__,
         "git_commit": results.git_commit(), "device": scorer_obj.device_name,
     }
     results.write_json(run_dir / "config.json", resolved)
@@ -207,12 +209,12 @@ def run(
     common = {
         "run_id": run_id, "date": dt.datetime.now().isoformat(timespec="seconds"), "scorer": scorer,
         "model": described.get("model", model), "pretrained": described.get("pretrained", pretrained or ""),
-        "benchmark": benchmark.key, "benchmark_version": benchmark.version,
+        "benchmark": benchmark.name, "benchmark_version": benchmark.version,
         "harness_version": harness.__version__, "git_commit": results.git_commit(),
         "device": scorer_obj.device_name, "seed": seed, "scorer_key": evaluation.scorer_key,
-        "details": benchmark.details(),
     }
-    rows = [{**common, **asdict(r)} for r in evaluation.rows]
+    details = benchmark.details()
+    rows = [{**common, **asdict(r), "details": {**details, **(r.details or {})}} for r in evaluation.rows]
     item_records = (
         {"item_id": item.id, "texts": list(item.texts), "truth": list(item.truth), "scores": m,
          **benchmark.outcome(item, m)}
@@ -222,4 +224,5 @@ def run(
     resolved["scored_now"] = evaluation.scored_now
     results.write_run_files(run_dir, resolved, rows, item_records)
     leaderboard = results.append_rows(results_dir, rows)
-    return RunResult(run_id=run_id, run_dir=run_dir, leaderboard=leaderboard, rows=rows, evaluation=evaluation)
+    return RunResult(run_id=run_id, run_dir=run_dir, leaderboard=leaderboard, rows=rows, evaluation=evaluation,
+                     skipped=dict(benchmark.skipped))
