@@ -78,6 +78,8 @@ def run(
         help="Image-decoding worker processes. Default: min(4, cores - 1).")] = None,
     opt: Annotated[Optional[list[str]], typer.Option(
         help="Scorer option key=value, repeatable (e.g. --opt precision=fp32).")] = None,
+    bench_opt: Annotated[Optional[list[str]], typer.Option(
+        help="Benchmark option key=value, repeatable (e.g. --bench-opt coco_json=/data/karpathy.json).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Score a benchmark with a scorer; append result rows to <results-dir>/leaderboard.csv.
@@ -92,7 +94,8 @@ def run(
         outcome = run_benchmark(
             scorer=scorer, bench=bench, model=model, pretrained=pretrained, data_root=data_root,
             results_dir=results_dir, limit=limit, batch_size=batch_size, device=device, seed=seed,
-            workers=workers, options=_parse_options(opt or []), progress=progress,
+            workers=workers, options=_parse_options(opt or []), bench_options=_parse_options(bench_opt or []),
+            progress=progress,
         )
     typer.echo(results.format_metric_rows(outcome.rows))
     for subset, why in outcome.skipped.items():

@@ -113,3 +113,11 @@ BENCHMARKS.add(
     "winoground", "benchmarks.winoground:Winoground",
     "Winoground 2x2 swaps (Thrush et al. 2022): text, image and group score",
 )
+BENCHMARKS.add(
+    "aro", "benchmarks.aro:ARO",
+    "ARO (Yuksekgonul et al. 2023): vg-relation, vg-attribution, coco-order, flickr30k-order",
+)
+BENCHMARKS.add(
+    "sugarcrepe", "benchmarks.sugarcrepe:SugarCrepe",
+    "SugarCrepe (Hsieh et al. 2023): seven replace/swap/add hard-negative subsets",
+)

@@ -6,6 +6,7 @@ It knows no particular scorer or benchmark: both come from the registries by nam
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import os
 import secrets
 import sys
@@ -130,6 +131,16 @@ def _check_scores(chunk: Sequence[Item], matrices: Sequence[np.ndarray], scorer:
             )
 
 
+def _check_options(cls: type, options: dict[str, Any], what: str, flag: str) -> None:
+    """Refuse keyword options the constructor does not take, listing those it does."""
+    params = inspect.signature(cls.__init__).parameters
+    valid = [n for n, p in params.items() if p.kind == p.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise HarnessError(f"{flag} {', '.join(unknown)}: not an option of {what}; "
+                           f"valid: {', '.join(valid) or '(none)'}")
+
+
 def parse_bench(bench: str) -> tuple[str, str | None]:
     """"aro:vg-relation" -> ("aro", "vg-relation"); "winoground" -> ("winoground", None)."""
     name, _, subset = bench.partition(":")
@@ -163,6 +174,7 @@ def run(
     seed: int = 0,
     workers: int | None = None,
     options: dict[str, Any] | None = None,
+    bench_options: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> RunResult:
     """Evaluate a registered scorer on a registered benchmark and record the results.
@@ -173,7 +185,9 @@ def run(
     data_root = Path(data_root) if data_root is not None else default_data_root()
     results_dir = Path(results_dir)
     bench_name, subset = parse_bench(bench)
-    benchmark: Benchmark = BENCHMARKS.get(bench_name)(data_root, subset)
+    benchmark_cls = BENCHMARKS.get(bench_name)
+    _check_options(benchmark_cls, bench_options or {}, f"benchmark {bench_name}", "--bench-opt")
+    benchmark: Benchmark = benchmark_cls(data_root, subset, **(bench_options or {}))
     items = benchmark.items()
     if limit is not None:
         if limit < 1:
@@ -189,7 +203,7 @@ def run(
     resolved = {
         "run_id": run_id, "status": "running", "argv": sys.argv, "scorer": scorer, "bench": bench,
         "benchmark": benchmark.key, "benchmark_version": benchmark.version, "data_root": str(data_root),
-        "results_dir": str(results_dir), "limit": limit, "n_items": len(items), "workers": workers,
+        "results_dir": str(results_dir), "bench_options": bench_options or {}, "limit": limit, "n_items": len(items), "workers": workers,
         "scorer_config": asdict(config), "scorer_fingerprint": scorer_obj.fingerprint(),
         "benchmark_details": benchmark.details(), "skipped_subsets": benchmark.skipped,
         "harness_version": harness.__version__,

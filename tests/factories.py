@@ -225,5 +225,97 @@ def write_benchmark_data(name: str, root: Path, n: int = 6) -> None:
     """Fixture data for a registered benchmark under a data root; a new benchmark adds its line here."""
     if name == "winoground":
         write_winoground_parquet(root / "winoground", n)
-        return
-    raise KeyError(f"no fixture writer for benchmark {name!r}: add one to tests/factories.py")
+    elif name == "aro":
+        write_aro(root, n_images=3)
+        from benchmarks.aro import ARO
+
+        ARO(root, tagger=toy_tagger).items()  # freeze the order options without spaCy
+    elif name == "sugarcrepe":
+        write_sugarcrepe(root, per_subset=n)
+    else:
+        raise KeyError(f"no fixture writer for benchmark {name!r}: add one to tests/factories.py")
+
+
+# -- ARO ------------------------------------------------------------------------------------------
+
+_TOY_NOUNS = {"dog", "cat", "man", "woman", "couch", "table", "horse", "field", "street", "car", "frisbee",
+              "park", "bench", "dogs", "people", "shirt", "hat", "plate", "pizza"}
+_TOY_ADJECTIVES = {"red", "small", "big", "white", "black", "young", "green", "old", "wooden"}
+
+
+def toy_tagger(text: str) -> list[tuple[str, str]]:
+    """A small Penn-tag tagger for tests (the real one is spaCy's en_core_web_sm)."""
+    import re
+
+    out = []
+    for token in re.findall(r"[A-Za-z']+|[^\sA-Za-z']", text):
+        low = token.lower()
+        tag = "NN" if low in _TOY_NOUNS else "JJ" if low in _TOY_ADJECTIVES else "." if not low.isalpha() else "DT"
+        out.append((token, tag))
+    return out
+
+
+toy_tagger.name = "toy-tagger"  # recorded in frozen option files
+
+VG_RELATIONS = ("on", "under", "next to", "holding", "behind", "sitting on")
+COCO_CAPTIONS = (
+    "A small dog sits on a red couch.",
+    "Two people walk a big horse across the field!",
+    "A young man throws a white frisbee in the park",
+    "A black cat sleeps under the wooden table.",
+    "An old car parked on the street (near a bench).",
+)
+
+
+def write_aro(root: Path, n_images: int = 3, vg_per_image: int = 12) -> None:
+    """ARO's real layouts: VG JSON lists with boxes plus images/, Karpathy test JSON plus images."""
+    (root / "aro" / "images").mkdir(parents=True, exist_ok=True)
+    relation, attribution = [], []
+    for i in range(n_images):
+        name = f"{2300000 + i}.jpg"
+        photo(i, 96).save(root / "aro" / "images" / name, quality=90)
+        for k in range(vg_per_image):
+            box = {"bbox_x": 5 * k, "bbox_y": 3 * k, "bbox_w": 40, "bbox_h": 50}
+            if k == vg_per_image - 1:
+                box = {"bbox_x": 80, "bbox_y": 70, "bbox_w": 60, "bbox_h": 60}  # partly outside: clipped
+            rel = VG_RELATIONS[(i + k) % len(VG_RELATIONS)]
+            relation.append({"image_id": str(2300000 + i), "image_path": name, **box, "relation_name": rel,
+                             "true_caption": f"the dog is {rel} the couch",
+                             "false_caption": f"the couch is {rel} the dog"})
+            a0, a1 = ("small", "black") if k % 6 == 0 else ("red", "white")  # 30 and 6 items at the defaults
+            attribution.append({"image_id": str(2300000 + i), "image_path": name, **box, "attributes": [a0, a1],
+                                "true_caption": f"the {a0} cat and the {a1} hat",
+                                "false_caption": f"the {a1} cat and the {a0} hat"})
+    (root / "aro" / "visual_genome_relation.json").write_text(json.dumps(relation))
+    (root / "aro" / "visual_genome_attribution.json").write_text(json.dumps(attribution))
+
+    (root / "coco" / "val2014").mkdir(parents=True, exist_ok=True)
+    (root / "flickr30k" / "flickr30k-images").mkdir(parents=True, exist_ok=True)
+    coco, flickr = [], []
+    for i in range(n_images):
+        coco_name = f"val2014/COCO_val2014_{391895 + i:012d}.jpg"
+        photo(10 + i, 64).save(root / "coco" / coco_name, quality=90)
+        coco.append({"image": coco_name, "caption": list(COCO_CAPTIONS)})
+        flickr_name = f"flickr30k-images/{1000092795 + i}.jpg"
+        photo(20 + i, 64).save(root / "flickr30k" / flickr_name, quality=90)
+        flickr.append({"image": flickr_name, "caption": list(COCO_CAPTIONS[:3])})
+    (root / "coco" / "coco_karpathy_test.json").write_text(json.dumps(coco))
+    (root / "flickr30k" / "flickr30k_test.json").write_text(json.dumps(flickr))
+
+
+# -- SugarCrepe -----------------------------------------------------------------------------------
+
+def write_sugarcrepe(root: Path, per_subset: int = 4, subsets=("replace-obj", "swap-att", "add-rel")) -> None:
+    """SugarCrepe's layout: {subset}.json dicts keyed by index, images in coco/val2017/."""
+    (root / "coco" / "val2017").mkdir(parents=True, exist_ok=True)
+    (root / "sugarcrepe").mkdir(parents=True, exist_ok=True)
+    for s, subset in enumerate(subsets):
+        if subset == "add-rel":  # not a SugarCrepe subset: written to check it is ignored
+            continue
+        records = {}
+        for k in range(per_subset):
+            filename = f"{139 + 10 * s + k:012d}.jpg"
+            photo(30 + 10 * s + k, 64).save(root / "coco" / "val2017" / filename, quality=90)
+            records[str(k)] = {"filename": filename, "caption": f"a dog on a couch number {k}",
+                               "negative_caption": f"a couch on a dog number {k}"}
+        (root / "sugarcrepe" / f"{subset}.json").write_text(json.dumps(records))

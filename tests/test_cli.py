@@ -143,3 +143,24 @@ def test_killed_and_interrupted_processes_resume(tiny_clip, tmp_path):
     assert f"({n_items - after_interrupt} scored now, {after_interrupt} from the score store)" in finished.stdout
     board = pd.read_csv(results_dir / "leaderboard.csv")
     assert len(board) == 18 and (board["n"][board["subset"] == "all"] == n_items).all()
+
+
+def test_run_whole_benchmark_reports_skipped_subsets_and_bench_options(tiny_clip, tmp_path):
+    from factories import write_sugarcrepe
+
+    write_sugarcrepe(tmp_path / "data")
+    args = ["run", "--scorer", "clip", "--bench", "sugarcrepe", "--model", f"local-dir:{tiny_clip.local_dir}",
+            "--data-root", str(tmp_path / "data"), "--results-dir", str(tmp_path / "r"), "--workers", "0",
+            "--no-progress"]
+    result = cli.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "skipped replace-att: annotation file" in result.output
+    board = pd.read_csv(tmp_path / "r" / "leaderboard.csv")
+    assert set(board["subset"]) == {"replace-obj", "swap-att", "mean"} and set(board["benchmark"]) == {"sugarcrepe"}
+
+    bad = cli.invoke(app, [*args, "--bench-opt", "colour=red"])
+    assert bad.exit_code == 2 and "--bench-opt colour: not an option of benchmark sugarcrepe" in bad.output
+    assert "valid: annotations, images" in bad.output
+    moved = cli.invoke(app, [*args, "--bench", "sugarcrepe:swap-att", "--bench-opt",
+                             f"annotations={tmp_path / 'data' / 'sugarcrepe'}"])
+    assert moved.exit_code == 0 and "(0 scored now, 4 from the score store)" in moved.output
