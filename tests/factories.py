@@ -100,8 +100,8 @@ def winoground_records(n: int) -> list[dict]:
         rel = _RELATIONS[i % len(_RELATIONS)]
         records.append({
             "id": i,
-            "caption_0": f"a {a} {rel} a {b}",
-            "caption_1": f"a {b} {rel} a {a}",
+            "caption_0": f"a {a} {rel} a {b} in scene {i}",  # unique, as real Winoground captions are
+            "caption_1": f"a {b} {rel} a {a} in scene {i}",
             "tag": f"tag{i % 5}",
             "secondary_tag": "" if i % 3 else "Symbolic",
             "num_main_preds": 1 + (i % 3 == 0),
@@ -267,8 +267,10 @@ COCO_CAPTIONS = (
 )
 
 
-def write_aro(root: Path, n_images: int = 3, vg_per_image: int = 12) -> None:
-    """ARO's real layouts: VG JSON lists with boxes plus images/, Karpathy test JSON plus images."""
+def write_aro(root: Path, n_images: int = 3, vg_per_image: int = 12, unique_captions: bool = False) -> None:
+    """ARO's real layouts: VG JSON lists with boxes plus images/, Karpathy test JSON plus images.
+
+    ``unique_captions`` numbers each image's captions, as in real COCO where no two are alike."""
     (root / "aro" / "images").mkdir(parents=True, exist_ok=True)
     relation, attribution = [], []
     for i in range(n_images):
@@ -295,7 +297,8 @@ def write_aro(root: Path, n_images: int = 3, vg_per_image: int = 12) -> None:
     for i in range(n_images):
         coco_name = f"val2014/COCO_val2014_{391895 + i:012d}.jpg"
         photo(10 + i, 64).save(root / "coco" / coco_name, quality=90)
-        coco.append({"image": coco_name, "caption": list(COCO_CAPTIONS)})
+        captions = [f"{c} number {i}" if unique_captions else c for c in COCO_CAPTIONS]
+        coco.append({"image": coco_name, "caption": captions})
         flickr_name = f"flickr30k-images/{1000092795 + i}.jpg"
         photo(20 + i, 64).save(root / "flickr30k" / flickr_name, quality=90)
         flickr.append({"image": flickr_name, "caption": list(COCO_CAPTIONS[:3])})
