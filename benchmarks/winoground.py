@@ -125,12 +125,14 @@ class Winoground(Benchmark):
         found_folder = _folder_source(folder, tried) is not None
         snapshot = _hub_snapshot(cls.hf_id, tried)
         found_hub = snapshot is not None and _folder_source(snapshot, tried) is not None
-        return [
-            DataRequirement("Winoground, repository layout (parquet or examples.jsonl + images)",
-                            str(folder), found_folder, HOW_TO_GET),
-            DataRequirement("or: facebook/winoground in the Hugging Face hub cache",
-                            str(snapshot or _hub_cache_dir()), found_hub, HOW_TO_GET),
-        ]
+        in_folder = DataRequirement("Winoground, repository layout (parquet or examples.jsonl + images)",
+                                    str(folder), found_folder, HOW_TO_GET)
+        in_hub = DataRequirement("Winoground in the Hugging Face hub cache", str(snapshot or _hub_cache_dir()),
+                                 found_hub, HOW_TO_GET)
+        # the two places are alternatives: name the one in use, or both when neither has it
+        if found_folder:
+            return [in_folder]
+        return [in_hub] if found_hub else [in_folder, in_hub]
 
 
 # -- data sources ---------------------------------------------------------------------------------

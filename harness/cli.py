@@ -140,12 +140,14 @@ def data(
     for entry in BENCHMARKS.entries():
         with _user_errors():
             requirements = BENCHMARKS.get(entry.name).describe_data(root)
-        ready = any(r.found for r in requirements)
-        typer.echo(f"\n{entry.name}: {'ready' if ready else 'MISSING'}")
+        found = sum(r.found for r in requirements)
+        state = "MISSING" if not found else "all found" if found == len(requirements) else "partly found"
+        typer.echo(f"\n{entry.name}: {state}")
         for r in requirements:
             typer.echo(f"  [{'x' if r.found else ' '}] {r.what}: {r.path}")
-        if not ready and requirements:
-            typer.echo(f"      how to get it: {requirements[0].how_to_get}")
+        hints = list(dict.fromkeys(r.how_to_get for r in requirements if not r.found and r.how_to_get))
+        for hint in hints:
+            typer.echo(f"      how to get it: {hint}")
 
 
 def main() -> None:

@@ -123,9 +123,12 @@ def _check_scores(chunk: Sequence[Item], matrices: Sequence[np.ndarray], scorer:
             raise HarnessError(f"scorer {scorer.family} returned shape {np.shape(m)} for item {item.id!r}, "
                                f"expected {shape} (images x texts)")
         if not np.all(np.isfinite(m)):
+            small = np.size(m) <= 8  # a zero-shot item has a thousand candidates: do not print them
+            what = f"{np.asarray(m).tolist()} for texts {list(item.texts)}" if small else \
+                f"({int(np.sum(~np.isfinite(m)))} of {np.size(m)})"
             raise NonFiniteScoreError(
-                f"scorer {scorer.family} produced non-finite scores {np.asarray(m).tolist()} for item "
-                f"{item.id!r} (texts {list(item.texts)}). Nothing of this chunk was stored and no result "
+                f"scorer {scorer.family} produced non-finite scores {what} for item {item.id!r}. "
+                "Nothing of this chunk was stored and no result "
                 "rows were written. Mixed precision overflow is a common cause: try --device cpu, or "
                 "check the weights."
             )

@@ -51,14 +51,14 @@ def test_run_prints_the_table_and_where_results_went_then_leaderboard(tiny_clip,
 
 def test_data_command_reports_found_and_missing(wino_parquet_root, tmp_path):
     found = cli.invoke(app, ["data", "--data-root", str(wino_parquet_root)])
-    assert found.exit_code == 0 and "winoground: ready" in found.output
+    assert found.exit_code == 0 and "winoground: all found" in found.output
     missing = cli.invoke(app, ["data", "--data-root", str(tmp_path)])
     assert "winoground: MISSING" in missing.output and "huggingface-cli login" in missing.output
 
 
 def test_data_root_defaults_to_the_environment(wino_parquet_root, monkeypatch):
     monkeypatch.setenv("HARNESS_DATA", str(wino_parquet_root))
-    assert "winoground: ready" in cli.invoke(app, ["data"]).output
+    assert "winoground: all found" in cli.invoke(app, ["data"]).output
 
 
 @pytest.mark.parametrize(
