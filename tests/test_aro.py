@@ -228,3 +228,15 @@ def test_whole_aro_run_reports_every_subset(aro_root, tiny_clip, tmp_path):
 
 def test_photo_benchmark_helper_is_importable():
     assert PhotoBenchmark.make([]).name == "photos"
+
+
+def test_a_box_outside_its_image_stops_the_run_naming_the_item(aro_root, tiny_clip, tmp_path):
+    from harness.errors import ImageDecodeError
+
+    path = aro_root / "aro" / "visual_genome_relation.json"
+    records = json.loads(path.read_text())
+    records[3].update({"bbox_x": 500, "bbox_y": 500})
+    path.write_text(json.dumps(records))
+    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", batch_size=4))
+    with pytest.raises(ImageDecodeError, match=r"item 'vg-relation/3'.*lies outside the 96x96 image"):
+        evaluate(scorer, ARO(aro_root, "vg-relation"), ScoreStore(tmp_path / "s.sqlite"), workers=0, progress=False)
