@@ -118,6 +118,10 @@ BENCHMARKS.add(
     "ARO (Yuksekgonul et al. 2023): vg-relation, vg-attribution, coco-order, flickr30k-order",
 )
 BENCHMARKS.add(
+    "zeroshot", "benchmarks.zeroshot:ZeroShot",
+    "CLIP zero-shot classification with prompt ensembles: cifar10, cifar100, imagenet1k, folder:/torchvision:/hf:",
+)
+BENCHMARKS.add(
     "sugarcrepe", "benchmarks.sugarcrepe:SugarCrepe",
     "SugarCrepe (Hsieh et al. 2023): seven replace/swap/add hard-negative subsets",
 )

@@ -99,13 +99,11 @@ def append_rows(results_dir: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
 
 def write_run_files(
     run_dir: Path,
-    config: Mapping[str, Any],
     rows: Sequence[Mapping[str, Any]],
     item_records: Iterable[Mapping[str, Any]],
 ) -> None:
-    """The run's own folder: config.json, metrics.csv and item_scores.jsonl."""
+    """The run's metrics.csv and item_scores.jsonl (config.json is written by the runner)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", config)
     write_csv_atomic(run_dir / "metrics.csv", rows, COLUMNS)
     tmp = run_dir / ".item_scores.jsonl.tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -160,6 +160,22 @@ class RunResult:
     skipped: dict[str, str] = field(default_factory=dict)  # subsets left out, and why
 
 
+MAX_CANDIDATES_IN_RECORD = 16
+
+
+def _item_record(item: Item, scores: np.ndarray, benchmark: Benchmark) -> dict[str, Any]:
+    """One line of item_scores.jsonl. Items with many candidates (a zero-shot item has a thousand
+    classes of 80 prompts) keep their five best candidates per image (best5); the store has all."""
+    labels = [t if isinstance(t, str) else t.label for t in item.texts]
+    record: dict[str, Any] = {"item_id": item.id, "truth": list(item.truth)}
+    if len(labels) <= MAX_CANDIDATES_IN_RECORD:
+        record.update(texts=labels, scores=scores)
+    else:
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+        record["best5"] = [[[labels[j], float(row[j])] for j in order] for row, order in zip(scores, best)]
+    return {**record, **benchmark.outcome(item, scores)}
+
+
 def new_run_id() -> str:
     return dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
@@ -232,14 +248,11 @@ def run(
     }
     details = benchmark.details()
     rows = [{**common, **asdict(r), "details": {**details, **(r.details or {})}} for r in evaluation.rows]
-    item_records = (
-        {"item_id": item.id, "texts": list(item.texts), "truth": list(item.truth), "scores": m,
-         **benchmark.outcome(item, m)}
-        for item, m in zip(evaluation.items, evaluation.scores)
-    )
+    item_records = (_item_record(item, m, benchmark) for item, m in zip(evaluation.items, evaluation.scores))
+    results.write_run_files(run_dir, rows, item_records)
+    leaderboard = results.append_rows(results_dir, rows)
     resolved["status"] = "done"
     resolved["scored_now"] = evaluation.scored_now
-    results.write_run_files(run_dir, resolved, rows, item_records)
-    leaderboard = results.append_rows(results_dir, rows)
+    results.write_json(run_dir / "config.json", resolved)
     return RunResult(run_id=run_id, run_dir=run_dir, leaderboard=leaderboard, rows=rows, evaluation=evaluation,
                      skipped=dict(benchmark.skipped))

@@ -232,6 +232,11 @@ def write_benchmark_data(name: str, root: Path, n: int = 6) -> None:
         ARO(root, tagger=toy_tagger).items()  # freeze the order options without spaCy
     elif name == "sugarcrepe":
         write_sugarcrepe(root, per_subset=n)
+    elif name == "zeroshot":
+        from factories_zeroshot import write_zeroshot_fixture  # imports this module: import here
+
+        # without ImageNet: its 1,000 classes x 80 prompts take minutes for the tiny CLIP on 2 cores
+        write_zeroshot_fixture(root, n_per_class=2, imagenet=False)
     else:
         raise KeyError(f"no fixture writer for benchmark {name!r}: add one to tests/factories.py")
 

@@ -175,3 +175,21 @@ def test_unknown_names_fail_before_any_model_loads(wino_parquet_root, tmp_path):
     with pytest.raises(KeyError, match="unknown scorer 'clap'.*Did you mean 'clip'"):
         run(scorer="clap", bench="winoground", model="whatever", data_root=wino_parquet_root, results_dir=tmp_path)
     assert not (tmp_path / "runs").exists()
+
+
+def test_zeroshot_run_records_template_sets_and_compact_item_scores(tiny_clip, tmp_path):
+    import json
+
+    from factories_zeroshot import write_zeroshot_fixture
+
+    write_zeroshot_fixture(tmp_path / "data", n_per_class=1, imagenet=False)
+    result = run(scorer="clip", bench="zeroshot:cifar100", model=f"local-dir:{tiny_clip.local_dir}",
+                 data_root=tmp_path / "data", results_dir=tmp_path / "results", workers=0, progress=False)
+    rows = {row["metric"]: row for row in result.rows}
+    assert set(rows) == {"top1", "top5", "mean_per_class_recall"}
+    assert rows["top1"]["details"]["templates"] == "openai-cifar100" and rows["top1"]["subset"] == "cifar100"
+    record = json.loads((result.run_dir / "item_scores.jsonl").read_text().splitlines()[0])
+    assert "scores" not in record and len(record["best5"][0]) == 5  # 20 classes: the best five, named
+    label, score = record["best5"][0][0]
+    assert isinstance(label, str) and isinstance(score, float)
+    assert json.loads((result.run_dir / "config.json").read_text())["status"] == "done"
