@@ -75,7 +75,7 @@ def run(
     device: Annotated[str, typer.Option(help="auto (cuda if available), cpu, cuda, cuda:1, ...")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for the bootstrap and for any randomness of the scorer.")] = 0,
     workers: Annotated[Optional[int], typer.Option(
-        help="Image-decoding worker processes. Default: min(4, cores - 1).")] = None,
+        help="Image-decoding worker processes. Default: min(4, cores - 2).")] = None,
     opt: Annotated[Optional[list[str]], typer.Option(
         help="Scorer option key=value, repeatable (e.g. --opt precision=fp32).")] = None,
     bench_opt: Annotated[Optional[list[str]], typer.Option(

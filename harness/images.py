@@ -18,8 +18,10 @@ from harness.errors import ImageDecodeError
 
 
 def default_workers() -> int:
-    """Decoding workers: leave one core for the model."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    """Decoding workers: leave two cores to the model's own threads. On a 2-core machine decoding
+    runs inline: a worker there only competes with the model (measured: 0.47 s against 0.34 s
+    for 200 Winoground items with the tiny test CLIP, no gain with ViT-B-32)."""
+    return max(0, min(4, (os.cpu_count() or 1) - 2))
 
 
 class _ImageRefs(Dataset):

@@ -138,6 +138,7 @@ class ClipScorer(Scorer):
             config.model, config.pretrained, _parse_bool(quick_gelu_option)
         )
         self._weights = weights_hash(self.model)
+        self._trim = _trimmable(self.model)
         self.model.to(self.device).eval()
         self._image_cache: dict[str, torch.Tensor] = {}
         self._text_cache: dict[str, torch.Tensor] = {}
@@ -153,6 +154,7 @@ class ClipScorer(Scorer):
             "weights": self._weights,
             "quick_gelu": self.quick_gelu,
             "preprocess": _preprocess_cfg(self.model),
+            "text_positions": "trimmed" if self._trim else "full",  # equal up to float rounding
             "precision": str(self.amp_dtype).replace("torch.", "amp-") if self.amp_dtype else "fp32",
         }
 
@@ -186,15 +188,25 @@ class ClipScorer(Scorer):
         self._image_cache.clear()
 
     def encode_texts(self, texts: Sequence[str]) -> None:
-        """Encode the texts not yet cached, in batches of ``batch_size``."""
+        """Encode the texts not yet cached, in batches of ``batch_size``.
+
+        Where the text tower allows it (see ``_trimmable``), texts are batched by token length and
+        each batch is cut after its longest text: a caption of 12 tokens then costs 12 positions
+        instead of the 77 of the context, with the same embedding.
+        """
         new = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
+        if not new:
+            return
+        tokens = self.tokenizer(new)
+        if self._trim:
+            order = torch.argsort(_last_token_position(self.model, tokens), stable=True).tolist()
+            new, tokens = [new[i] for i in order], tokens[order]
         for start in range(0, len(new), self.config.batch_size):
-            batch = new[start:start + self.config.batch_size]
-            tokens = self.tokenizer(batch).to(self.device)
+            batch = tokens[start:start + self.config.batch_size].to(self.device)
             with torch.inference_mode(), self._autocast():
-                features = self.model.encode_text(tokens)
+                features = _encode_text_trimmed(self.model, batch) if self._trim else self.model.encode_text(batch)
             features = F.normalize(features.float(), dim=-1).cpu()
-            for text, f in zip(batch, features):
+            for text, f in zip(new[start:start + self.config.batch_size], features):
                 self._text_cache[text] = f
 
     def _embedding(self, text: Text) -> torch.Tensor:
@@ -232,6 +244,43 @@ class ClipScorer(Scorer):
             images = torch.stack([self._image_cache[r] for r in item.images])
             out.append((images @ self._text_matrix(item.texts).T).numpy())
         return out
+
+
+def _trimmable(model: torch.nn.Module) -> bool:
+    """True for open_clip's CLIP class with a causal text mask, pooled at the end-of-text token:
+    then the pooled embedding depends only on the tokens up to that one, and the padding after it
+    can be cut. Other text towers (Hugging Face ones, SigLIP's) are run as open_clip runs them."""
+    import open_clip
+
+    if type(model) is not open_clip.CLIP or model.text_pool_type not in ("argmax", "eos"):
+        return False
+    mask = model.attn_mask
+    if mask is None or mask.shape != (model.context_length, model.context_length):
+        return False
+    upper = torch.triu(torch.ones_like(mask, dtype=torch.bool), diagonal=1)
+    return bool(torch.isneginf(mask[upper]).all() and (mask[~upper] == 0).all())
+
+
+def _last_token_position(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Per text, the position of the token the text tower pools (its end-of-text token)."""
+    if model.text_pool_type == "eos":
+        return (tokens == model.text_eos_id).int().argmax(dim=-1)
+    return tokens.argmax(dim=-1)  # the end-of-text token has the highest id
+
+
+def _encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's CLIP.encode_text on the positions up to the batch's last pooled token."""
+    from open_clip.transformer import text_global_pool
+
+    length = int(_last_token_position(model, tokens).max()) + 1
+    tokens = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = text_global_pool(model.ln_final(x), tokens, model.text_pool_type, eos_token_id=model.text_eos_id)
+    if model.text_projection is None:
+        return x
+    return model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
 
 
 def _preprocess_cfg(model: torch.nn.Module) -> dict[str, Any]:

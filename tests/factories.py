@@ -327,3 +327,19 @@ def write_sugarcrepe(root: Path, per_subset: int = 4, subsets=("replace-obj", "s
             records[str(k)] = {"filename": filename, "caption": f"a dog on a couch number {k}",
                                "negative_caption": f"a couch on a dog number {k}"}
         (root / "sugarcrepe" / f"{subset}.json").write_text(json.dumps(records))
+
+
+def count_encoder_inputs(model) -> dict[str, int]:
+    """Counts the images and texts that reach an open_clip model's two towers (forward hooks, so
+    every code path that encodes is seen)."""
+    seen = {"images": 0, "texts": 0}
+
+    def on_image(module, inputs, output):
+        seen["images"] += len(inputs[0])
+
+    def on_text(module, inputs, output):
+        seen["texts"] += len(inputs[0])
+
+    model.visual.register_forward_hook(on_image)
+    model.token_embedding.register_forward_hook(on_text)
+    return seen

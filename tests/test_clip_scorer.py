@@ -11,7 +11,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from factories import ASSETS, PhotoBenchmark, build_tiny_clip, photo, register_tiny_arch
+from factories import ASSETS, PhotoBenchmark, build_tiny_clip, count_encoder_inputs, photo, register_tiny_arch
 
 from benchmarks.winoground import Winoground
 from harness.api import Item, ScorerConfig
@@ -72,25 +72,13 @@ def test_batch_size_does_not_change_scores(tiny_clip, wino_parquet_root, tmp_pat
         np.testing.assert_allclose(x, y, atol=1e-5)
 
 
-def test_each_unique_image_and_text_is_encoded_once(tiny_clip, tmp_path, monkeypatch):
+def test_each_unique_image_and_text_is_encoded_once(tiny_clip, tmp_path):
     # six items over three images and four texts, in a pattern that spans several chunks
     items = [Item(id=str(k), images=(str(k % 3),), texts=(f"t{k % 4}", f"t{(k + 1) % 4}"), truth=(0,))
              for k in range(6)]
     bench = PhotoBenchmark.make(items)
     scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", batch_size=2))
-    seen = {"images": 0, "texts": 0}
-    encode_image, encode_text = scorer.model.encode_image, scorer.model.encode_text
-
-    def count_images(x, *a, **k):
-        seen["images"] += len(x)
-        return encode_image(x, *a, **k)
-
-    def count_texts(x, *a, **k):
-        seen["texts"] += len(x)
-        return encode_text(x, *a, **k)
-
-    monkeypatch.setattr(scorer.model, "encode_image", count_images)
-    monkeypatch.setattr(scorer.model, "encode_text", count_texts)
+    seen = count_encoder_inputs(scorer.model)
     result = evaluate(scorer, bench, ScoreStore(tmp_path / "s.sqlite"), workers=0, chunk_items=2, progress=False)
     assert seen == {"images": 3, "texts": 4}
     # the same image gives the same row wherever it appears
@@ -296,3 +284,14 @@ def test_prompt_ensembles_match_open_clips_zero_shot_classifier(tiny_clip, tmp_p
         for k, matrix in enumerate(ours):
             image = F.normalize(model.encode_image(preprocess(photo(k))[None]), dim=-1)
             np.testing.assert_allclose(matrix, (image @ classifier).numpy(), atol=1e-5)
+
+
+def test_trimmed_text_positions_match_full_length_encoding(tiny_clip):
+    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", batch_size=3))
+    assert scorer.fingerprint()["text_positions"] == "trimmed"
+    texts = ["a dog", "a very long caption " + "with many words " * 6, "cat", "a dog on a couch", "x " * 90]
+    scorer.encode_texts(texts)
+    with torch.no_grad():
+        full = F.normalize(scorer.model.encode_text(scorer.tokenizer(texts)), dim=-1)
+    for text, reference in zip(texts, full):
+        np.testing.assert_allclose(scorer._text_cache[text].numpy(), reference.numpy(), atol=1e-5)

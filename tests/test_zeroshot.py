@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import open_clip
 import pytest
+from factories import count_encoder_inputs
 from factories_zeroshot import (
     CIFAR10_NAMES,
     CIFAR100_NAMES,
@@ -393,19 +394,14 @@ def test_clip_encodes_each_prompt_once_for_the_whole_suite(tiny_clip, tmp_path, 
     bench = ZeroShot(tmp_path / "data")
     scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", batch_size=256))
     encoded: list[str] = []
-    seen = {"texts": 0}
-    tokenizer, encode_text = scorer.tokenizer, scorer.model.encode_text
+    seen = count_encoder_inputs(scorer.model)
+    tokenizer = scorer.tokenizer
 
     def record(texts, *a, **k):
         encoded.extend(texts)
         return tokenizer(texts, *a, **k)
 
-    def count(x, *a, **k):
-        seen["texts"] += len(x)
-        return encode_text(x, *a, **k)
-
     monkeypatch.setattr(scorer, "tokenizer", record)
-    monkeypatch.setattr(scorer.model, "encode_text", count)
     store = ScoreStore(tmp_path / "s.sqlite")
     result = evaluate(scorer, bench, store, workers=0, chunk_items=7, progress=False)
 
