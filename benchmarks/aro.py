@@ -39,6 +39,7 @@ from PIL import Image
 
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, HarnessError, MissingDataError
+from harness.images import decode_image
 from harness.metrics import accuracy_row, macro_accuracy_row
 
 SUBSETS = ("vg-relation", "vg-attribution", "coco-order", "flickr30k-order")
@@ -319,8 +320,7 @@ class ARO(Benchmark):
             path = root / Path(relative).name  # a flat image folder
         if not path.is_file():
             raise MissingDataError(f"image {path} not found (under {root})")
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        image = decode_image(path, str(path)).convert("RGB")
         if box:
             image = _crop(image, [float(v) for v in box.split(",")], path)
         return image

@@ -20,6 +20,7 @@ from PIL import Image
 
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
+from harness.images import decode_image
 from harness.metrics import accuracy_row, macro_accuracy_row
 
 SUBSETS = ("replace-obj", "replace-att", "replace-rel", "swap-obj", "swap-att", "add-obj", "add-att")
@@ -88,8 +89,7 @@ class SugarCrepe(Benchmark):
         path = self.images / ref
         if not path.is_file():
             raise MissingDataError(f"image {path} not found")
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return decode_image(path, str(path)).convert("RGB")
 
     def outcome(self, item: Item, scores: np.ndarray) -> dict[str, Any]:
         row = np.asarray(scores)[0]

@@ -30,6 +30,7 @@ from PIL import Image
 
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
+from harness.images import decode_image
 from harness.metrics import grouped_accuracy_rows
 
 HF_ID = "facebook/winoground"
@@ -184,7 +185,7 @@ class _ParquetSource(_Source):
         data = cell["bytes"] if isinstance(cell, dict) else cell
         if not data:
             raise BadRecordError(f"row {row} of {self.files[fi].name} has no bytes in {column}")
-        return _open(io.BytesIO(data), f"{self.files[fi].name} row {row} {column}")
+        return decode_image(io.BytesIO(data), f"{self.files[fi].name} row {row} {column}")
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_cached": None}
@@ -222,7 +223,7 @@ class _JsonlSource(_Source):
             for name in (ref, f"{stem}.png", f"{stem}.jpg", f"{stem}.jpeg"):
                 path = self.images_dir / name
                 if path.is_file():
-                    return _open(path, str(path))
+                    return decode_image(path, str(path))
             raise MissingDataError(f"image {ref!r} not found in {self.images_dir} (tried {stem}.png/.jpg)")
         if self._zip_names is None:
             with zipfile.ZipFile(self.images_zip) as z:
@@ -231,7 +232,7 @@ class _JsonlSource(_Source):
         if member is None:
             raise MissingDataError(f"image {ref!r} not found in {self.images_zip}")
         with zipfile.ZipFile(self.images_zip) as z:
-            return _open(io.BytesIO(z.read(member)), f"{self.images_zip}:{member}")
+            return decode_image(io.BytesIO(z.read(member)), f"{self.images_zip}:{member}")
 
 
 class _ArrowSource(_Source):
@@ -251,15 +252,6 @@ class _ArrowSource(_Source):
         if not isinstance(image, Image.Image):
             raise BadRecordError(f"row {row} {column} of {self.description} is not an image")
         return image
-
-
-def _open(fp: Any, what: str) -> Image.Image:
-    try:
-        image = Image.open(fp)
-        image.load()  # decode now, so a corrupt file fails here with its name
-    except Exception as err:
-        raise BadRecordError(f"cannot decode {what}: {err}") from err
-    return image
 
 
 def _folder_source(folder: Path, tried: list[str]) -> _Source | None:

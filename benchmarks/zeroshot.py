@@ -56,6 +56,7 @@ from PIL import Image
 
 from harness.api import Benchmark, DataRequirement, Item, MetricRow, Prompts
 from harness.errors import BadRecordError, HarnessError, MissingDataError, UnknownNameError
+from harness.images import decode_image
 from harness.metrics import accuracy_row, bootstrap_ci
 
 BUILT_IN = ("cifar10", "cifar100", "imagenet1k")
@@ -380,15 +381,6 @@ def _readable(name: str) -> str:
     return name.replace("_", " ").strip()
 
 
-def _open_image(path: Path) -> Image.Image:
-    try:
-        image = Image.open(path)
-        image.load()  # decode now, so a corrupt file fails here with its name
-    except Exception as err:
-        raise BadRecordError(f"cannot decode {path}: {err}") from err
-    return image
-
-
 def _read_pickle(path: Path) -> dict[str, Any]:
     """A CIFAR pickle: written by Python 2, so its strings need latin1 (torchvision reads it so)."""
     try:
@@ -448,7 +440,7 @@ class _Files(_Dataset):
         super().__init__(name, description, classnames, labels, templates_name, templates)
 
     def load(self, index: int) -> Image.Image:
-        return _open_image(self.root / self.files[index])
+        return decode_image(self.root / self.files[index], str(self.root / self.files[index]))
 
 
 def _image_files(folder: Path) -> list[str]:

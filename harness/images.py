@@ -12,9 +12,21 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from harness.errors import ImageDecodeError
+from harness.errors import BadRecordError, ImageDecodeError
+
+
+def decode_image(source: Any, what: str) -> Image.Image:
+    """Open and decode an image file or file-like object now, so that a corrupt file fails here,
+    named by ``what``, instead of later inside a transform."""
+    try:
+        image = Image.open(source)
+        image.load()
+    except Exception as err:
+        raise BadRecordError(f"cannot decode {what}: {err}") from err
+    return image
 
 
 def default_workers() -> int:
