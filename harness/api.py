@@ -191,6 +191,14 @@ class Scorer(ABC):
     def clear_images(self) -> None:
         """Forget encoded images (the runner calls this between benchmarks: refs are per benchmark)."""
 
+    def prepare(self, comparisons: Comparisons) -> None:
+        """Told before scoring which comparisons the benchmark's metric makes; a scorer that is
+        expensive per pair may then save work (e.g. only the best text per image matters)."""
+
+    def report(self) -> dict[str, Any]:
+        """Counts worth keeping with a run's configuration (e.g. network passes used)."""
+        return {}
+
     @property
     def device_name(self) -> str:
         return "cpu"

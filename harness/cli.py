@@ -78,6 +78,10 @@ def run(
         help="Image-decoding worker processes. Default: min(4, cores - 2).")] = None,
     opt: Annotated[Optional[list[str]], typer.Option(
         help="Scorer option key=value, repeatable (e.g. --opt precision=fp32).")] = None,
+    timesteps: Annotated[Optional[str], typer.Option(
+        help="Diffusion scorer: number of evenly spaced timesteps, or a list like 100,500,900.")] = None,
+    noise_samples: Annotated[Optional[int], typer.Option(
+        help="Diffusion scorer: noise draws per timestep.")] = None,
     bench_opt: Annotated[Optional[list[str]], typer.Option(
         help="Benchmark option key=value, repeatable (e.g. --bench-opt coco_json=/data/karpathy.json).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -91,12 +95,18 @@ def run(
     from harness.runner import run as run_benchmark
 
     with _user_errors():
+        options = _parse_options(opt or [])
+        for key, value in (("timesteps", timesteps), ("noise_samples", noise_samples)):
+            if value is not None:
+                options[key] = value
         outcome = run_benchmark(
             scorer=scorer, bench=bench, model=model, pretrained=pretrained, data_root=data_root,
             results_dir=results_dir, limit=limit, batch_size=batch_size, device=device, seed=seed,
-            workers=workers, options=_parse_options(opt or []), bench_options=_parse_options(bench_opt or []),
+            workers=workers, options=options, bench_options=_parse_options(bench_opt or []),
             progress=progress,
         )
+    if not outcome.rows:  # a rank other than 0 of a distributed run: rank 0 reports
+        return
     typer.echo(results.format_metric_rows(outcome.rows))
     for subset, why in outcome.skipped.items():
         typer.echo(f"skipped {subset}: {why}")
@@ -105,6 +115,8 @@ def run(
                f"{len(outcome.evaluation.items) - scored} from the score store)")
     typer.echo(f"rows appended to   {outcome.leaderboard}")
     typer.echo(f"run folder         {outcome.run_dir} (config.json, metrics.csv, item_scores.jsonl)")
+    for key, value in outcome.report.items():
+        typer.echo(f"{key:<18} {value}")
 
 
 @app.command("leaderboard")

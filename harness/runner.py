@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import harness
-from harness import results
+from harness import distributed, results
 from harness.api import Benchmark, Item, MetricRow, Scorer, ScorerConfig
 from harness.errors import HarnessError, NonFiniteScoreError
 from harness.images import default_workers, stream_images
@@ -64,7 +64,11 @@ def evaluate(
     _check_unique_ids(items, benchmark)
     key = store.register_scorer(scorer.fingerprint())
     done = store.stored_ids(key, benchmark.name, benchmark.version, items)
-    pending = [item for item in items if item.id not in done]
+    all_pending = [item for item in items if item.id not in done]
+    # under a distributed launch each rank scores every size-th pending item
+    rank, size = distributed.world()
+    pending = all_pending[rank::size]
+    scorer.prepare(benchmark.comparisons)
     chunk_items = chunk_items or max(1, scorer.config.batch_size)
     workers = default_workers() if workers is None else workers
 
@@ -80,8 +84,10 @@ def evaluate(
         describe_ref=lambda ref: f"{ref!r} of {benchmark.key} item {first_user[ref]!r}",
     )
 
-    bar = tqdm(total=len(items), initial=len(items) - len(pending), unit="item",
-               desc=f"{scorer.family} on {benchmark.key}", disable=not progress, dynamic_ncols=True)
+    where = f" (rank 0 of {size}, its share)" if size > 1 else ""
+    bar = tqdm(total=len(items) if size == 1 else len(pending), initial=len(items) - len(pending) if size == 1 else 0,
+               unit="item", desc=f"{scorer.family} on {benchmark.key}{where}", disable=not progress or rank != 0,
+               dynamic_ncols=True)
     try:
         for start in range(0, len(pending), chunk_items):
             chunk = pending[start:start + chunk_items]
@@ -100,10 +106,11 @@ def evaluate(
         images.close()
         scorer.clear_images()
 
+    distributed.barrier()  # every rank's scores are in the store before anyone reads them
     stored = store.get(key, benchmark.name, benchmark.version, (i.id for i in items))
     scores = [stored[i.id] for i in items]
     rows = benchmark.metrics(items, scores, seed)
-    return Evaluation(items=items, scores=scores, rows=rows, scorer_key=key, scored_now=len(pending))
+    return Evaluation(items=items, scores=scores, rows=rows, scorer_key=key, scored_now=len(all_pending))
 
 
 def _check_unique_ids(items: Sequence[Item], benchmark: Benchmark) -> None:
@@ -158,6 +165,7 @@ class RunResult:
     rows: list[dict[str, Any]]
     evaluation: Evaluation = field(repr=False)
     skipped: dict[str, str] = field(default_factory=dict)  # subsets left out, and why
+    report: dict[str, Any] = field(default_factory=dict)  # the scorer's counts (e.g. UNet passes)
 
 
 MAX_CANDIDATES_IN_RECORD = 16
@@ -213,30 +221,37 @@ def run(
             raise HarnessError(f"--limit must be at least 1, got {limit}")
         items = items[:limit]
 
-    config = ScorerConfig(model=model, pretrained=pretrained, device=device, batch_size=batch_size,
-                          seed=seed, options=dict(options or {}))
+    rank, _ = distributed.init_from_env(device)
+    config = ScorerConfig(model=model, pretrained=pretrained, device=distributed.rank_device(device),
+                          batch_size=batch_size, seed=seed, options=dict(options or {}))
     scorer_obj: Scorer = SCORERS.get(scorer)(config)
 
-    run_id = new_run_id()
+    run_id = distributed.broadcast(new_run_id())
     run_dir = results_dir / "runs" / run_id
     resolved = {
         "run_id": run_id, "status": "running", "argv": sys.argv, "scorer": scorer, "bench": bench,
         "benchmark": benchmark.key, "benchmark_version": benchmark.version, "data_root": str(data_root),
-        "results_dir": str(results_dir), "bench_options": bench_options or {}, "limit": limit, "n_items": len(items), "workers": workers,
+        "results_dir": str(results_dir), "bench_options": bench_options or {}, "limit": limit,
+        "n_items": len(items), "workers": workers, "processes": distributed.world()[1],
         "scorer_config": asdict(config), "scorer_fingerprint": scorer_obj.fingerprint(),
         "benchmark_details": benchmark.details(), "skipped_subsets": benchmark.skipped,
         "harness_version": harness.__version__,
         "git_commit": results.git_commit(), "device": scorer_obj.device_name,
     }
-    results.write_json(run_dir / "config.json", resolved)
+    if rank == 0:  # one set of run files however many processes score
+        results.write_json(run_dir / "config.json", resolved)
 
     try:
         evaluation = evaluate(scorer_obj, benchmark, ScoreStore(results_dir / "scores.sqlite"),
                               items=items, seed=seed, workers=workers, progress=progress)
     except BaseException as err:
-        resolved["status"] = f"failed: {type(err).__name__}: {err}"
-        results.write_json(run_dir / "config.json", resolved)
+        if rank == 0:
+            resolved["status"] = f"failed: {type(err).__name__}: {err}"
+            results.write_json(run_dir / "config.json", resolved)
         raise
+    if rank != 0:
+        return RunResult(run_id=run_id, run_dir=run_dir, leaderboard=results_dir / results.LEADERBOARD, rows=[],
+                         evaluation=evaluation, skipped=dict(benchmark.skipped))
 
     described = scorer_obj.describe()
     common = {
@@ -253,6 +268,7 @@ def run(
     leaderboard = results.append_rows(results_dir, rows)
     resolved["status"] = "done"
     resolved["scored_now"] = evaluation.scored_now
+    resolved["scorer_report"] = scorer_obj.report()  # this rank's counts
     results.write_json(run_dir / "config.json", resolved)
     return RunResult(run_id=run_id, run_dir=run_dir, leaderboard=leaderboard, rows=rows, evaluation=evaluation,
-                     skipped=dict(benchmark.skipped))
+                     skipped=dict(benchmark.skipped), report=resolved["scorer_report"])

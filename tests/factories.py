@@ -218,6 +218,10 @@ def scorer_config(name: str, tmp: Path):
     if name == "clip":
         tiny = build_tiny_clip(tmp / "clip")
         return ScorerConfig(model=f"local-dir:{tiny.local_dir}", batch_size=8)
+    if name == "diffusion":
+        from factories_diffusion import build_tiny_sd  # imports this module: import here
+
+        return ScorerConfig(model=str(build_tiny_sd(tmp / "sd")), batch_size=64, options={"timesteps": 2})
     raise KeyError(f"no tiny test model for scorer {name!r}: add one to tests/factories.py")
 
 
