@@ -92,8 +92,15 @@ def main() -> None:
 
     results, skipped = [], []
     timing_started = time.perf_counter()
+    from torch.utils.flop_counter import FlopCounterMode
+
     with torch.inference_mode():
-        warmup_s = one_pass(1)
+        # the warm-up pass also counts the floating-point operations of one UNet sample, which
+        # turns into a time on other hardware once its sustained throughput is known
+        counter = FlopCounterMode(display=False)
+        with counter:
+            warmup_s = one_pass(1)
+        flops_per_sample = counter.get_total_flops()
         per_sample_guess = None
         for batch in args.batches:
             spent = time.perf_counter() - timing_started
@@ -121,6 +128,8 @@ def main() -> None:
         "encoder_hidden_states_per_sample": [TEXT_TOKENS, SD21_BASE_UNET_CONFIG["cross_attention_dim"]],
         "build_seconds": round(build_s, 2),
         "warmup_seconds_batch_1": round(warmup_s, 3),
+        "flops_per_unet_sample": flops_per_sample,
+        "tflops_per_unet_sample": round(flops_per_sample / 1e12, 3),
         "timings": results,
         "skipped_over_budget": skipped,
         "peak_rss_gib": round(high_water_gib(), 2),
