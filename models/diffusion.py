@@ -370,8 +370,8 @@ def load_pipeline(model: str):
         if missing:
             raise MissingWeightsError(f"{folder} is not a Stable Diffusion pipeline folder: it lacks {missing} "
                                       "(a folder written by StableDiffusionPipeline.save_pretrained has them all)")
-    elif "/" not in model:
-        raise MissingWeightsError(f"--model {model!r} is neither a folder nor a hub id like "
+    elif model.startswith(("/", ".", "~")) or "/" not in model or model.count("/") > 1:
+        raise MissingWeightsError(f"--model {model!r}: no such pipeline folder, and not a hub id like "
                                   "stabilityai/stable-diffusion-2-1-base")
     try:
         vae = diffusers.AutoencoderKL.from_pretrained(source, subfolder="vae", local_files_only=True)

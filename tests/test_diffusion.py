@@ -123,7 +123,7 @@ def test_even_timesteps():
     assert DiffusionScorer.__name__  # the module imports without a GPU
 
 
-def test_bad_options_and_missing_pipelines(tiny_sd, tmp_path):
+def test_bad_options_and_missing_pipelines(tiny_sd, tmp_path, monkeypatch):
     with pytest.raises(HarnessError, match="unknown diffusion scorer option.*valid: timesteps"):
         DiffusionScorer(ScorerConfig(model=str(tiny_sd), options={"steps": 3}))
     with pytest.raises(HarnessError, match="timesteps .*outside 0..999"):
@@ -136,7 +136,9 @@ def test_bad_options_and_missing_pipelines(tiny_sd, tmp_path):
     (tmp_path / "half" / "unet").mkdir()
     with pytest.raises(MissingWeightsError, match=r"lacks \['vae', 'text_encoder', 'tokenizer', 'scheduler'\]"):
         DiffusionScorer(ScorerConfig(model=str(tmp_path / "half")))
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    with pytest.raises(MissingWeightsError, match="no such pipeline folder"):
+        DiffusionScorer(ScorerConfig(model=str(tmp_path / "absent")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(MissingWeightsError, match="stabilityai/stable-diffusion-2-1-base.*offline.*huggingface-cli"):
         DiffusionScorer(ScorerConfig(model="stabilityai/stable-diffusion-2-1-base"))
 
