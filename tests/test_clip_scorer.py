@@ -52,10 +52,10 @@ def test_local_dir_matches_plain_open_clip(tiny_clip, wino_parquet_root, tmp_pat
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-@pytest.mark.parametrize("weights", ["safetensors", "pt"])
+@pytest.mark.parametrize("weights", ["safetensors", "pt", "bin"])
 def test_arch_plus_weights_file_matches_plain_open_clip(tiny_clip, wino_jsonl_root, tmp_path, weights):
     bench = Winoground(wino_jsonl_root)
-    path = str(getattr(tiny_clip, weights))
+    path = str(getattr(tiny_clip, weights, None) or shutil.copy(tiny_clip.pt, tmp_path / "tiny.bin"))
     ours = harness_scores(ScorerConfig(model=tiny_clip.arch, pretrained=path, batch_size=7), bench, tmp_path,
                           chunk_items=5)
     ref = plain_scores(tiny_clip.arch, path, bench)
