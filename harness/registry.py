@@ -108,6 +108,8 @@ BENCHMARKS: Registry = Registry("benchmark", "harness.api:Benchmark", "harness.b
 
 # Built-in plug-ins: one line each. A new scorer or benchmark is one file plus one line here.
 SCORERS.add("clip", "models.clip:ClipScorer", "cosine similarity of open_clip image and text embeddings")
+SCORERS.add("sds-clip", "models.sds_clip:SdsClipScorer",
+            "CLIP fine-tuned by `harness finetune` (SDS-CLIP or its lambda=0 control), from its output folder")
 SCORERS.add("diffusion", "models.diffusion:DiffusionScorer",
             "minus Stable Diffusion's denoising error of the image given the text (any diffusers SD pipeline)")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
-import os
 import secrets
 import sys
 from collections.abc import Sequence
@@ -21,17 +20,11 @@ from tqdm.auto import tqdm
 import harness
 from harness import distributed, results
 from harness.api import Benchmark, Item, MetricRow, Scorer, ScorerConfig
+from harness.defaults import DEFAULT_RESULTS_DIR, default_data_root
 from harness.errors import HarnessError, NonFiniteScoreError
 from harness.images import default_workers, stream_images
 from harness.registry import BENCHMARKS, SCORERS
 from harness.store import ScoreStore
-
-DEFAULT_DATA_ROOT = "data"  # relative to the working directory, unless $HARNESS_DATA is set
-DEFAULT_RESULTS_DIR = "results"
-
-
-def default_data_root() -> Path:
-    return Path(os.environ.get("HARNESS_DATA", DEFAULT_DATA_ROOT)).expanduser()
 
 
 @dataclass

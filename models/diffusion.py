@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.api import Comparisons, Item, Prompts, Scorer, ScorerConfig, Text
+from harness.api import Comparisons, Item, Scorer, ScorerConfig, Text
 from harness.errors import HarnessError, MissingWeightsError
 from models.clip import autocast_dtype, device_description, resolve_device, weights_hash
 

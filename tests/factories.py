@@ -347,3 +347,24 @@ def count_encoder_inputs(model) -> dict[str, int]:
     model.visual.register_forward_hook(on_image)
     model.token_embedding.register_forward_hook(on_text)
     return seen
+
+
+# -- COCO 2017 captions (fine-tuning) --------------------------------------------------------------
+
+def write_coco_captions(root: Path, n_images: int = 16, per_image: int = 2) -> Path:
+    """MS-COCO 2017's layout: annotations/captions_train2017.json and train2017/ images."""
+    folder = root / "coco"
+    (folder / "train2017").mkdir(parents=True, exist_ok=True)
+    (folder / "annotations").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i in range(n_images):
+        name = f"{9 + i:012d}.jpg"
+        photo(40 + i, 64).save(folder / "train2017" / name, quality=90)
+        images.append({"id": 9 + i, "file_name": name, "height": 64, "width": 64})
+        for k in range(per_image):
+            noun = _NOUNS[(i + k) % len(_NOUNS)]
+            annotations.append({"id": 1000 * i + k, "image_id": 9 + i,
+                                "caption": f"a photo of a {noun} in scene {i}, take {k}"})
+    path = folder / "annotations" / "captions_train2017.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations}))
+    return path
