@@ -218,6 +218,17 @@ def scorer_config(name: str, tmp: Path):
     if name == "clip":
         tiny = build_tiny_clip(tmp / "clip")
         return ScorerConfig(model=f"local-dir:{tiny.local_dir}", batch_size=8)
+    if name == "sds-clip":
+        from factories_diffusion import build_tiny_sd
+
+        from models.finetune import FinetuneConfig, finetune
+
+        tiny = build_tiny_clip(tmp / "clip")
+        write_coco_captions(tmp / "coco_data", n_images=4)
+        out = finetune(FinetuneConfig(clip=f"local-dir:{tiny.local_dir}", sd=str(build_tiny_sd(tmp / "sd")),
+                                      out=str(tmp / "sds"), data_root=str(tmp / "coco_data"), batch_size=4,
+                                      max_steps=1, workers=0), progress=False)
+        return ScorerConfig(model=str(out), batch_size=8)
     if name == "diffusion":
         from factories_diffusion import build_tiny_sd  # imports this module: import here
 
