@@ -225,3 +225,10 @@ def test_out_of_memory_gives_advice_and_nan_keeps_the_last_good_checkpoint(stack
         finetune(_config(stack, tmp_path / "nan", max_steps=5, save_every=1, grad_norm_every=0), progress=False)
     saved = json.loads((tmp_path / "nan" / "finetune_config.json").read_text())
     assert saved["extra"]["step"] == 2  # steps 0 and 1 finished and were saved; step 2 was not
+
+
+def test_gradient_accumulation_and_checkpointing_run(stack, tmp_path):
+    out = finetune(_config(stack, tmp_path / "out", max_steps=2, grad_accum=2, grad_checkpointing=True),
+                   progress=False)
+    rows = list(iter_losses(out))
+    assert len(rows) == 2 and all(float(r["sds"]) > 0 for r in rows)
