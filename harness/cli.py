@@ -14,8 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from harness.errors import HarnessError
 from harness.defaults import default_data_root
+from harness.errors import HarnessError
 from harness.registry import BENCHMARKS, SCORERS
 
 app = typer.Typer(
@@ -64,7 +64,8 @@ def run(
     scorer: Annotated[str, typer.Option(help="Scorer name (see `harness ls`).")],
     bench: Annotated[str, typer.Option(help="Benchmark, or benchmark:subset (see `harness ls`).")],
     model: Annotated[str, typer.Option(
-        help="open_clip architecture (ViT-B-32), local-dir:/path or hf-hub:org/repo.")],
+        help="clip: open_clip architecture (ViT-B-32), local-dir:/path or hf-hub:org/repo; diffusion: a Stable "
+             "Diffusion hub id or folder; sds-clip: a `harness finetune` output folder.")],
     pretrained: Annotated[Optional[str], typer.Option(
         help="Pretrained tag (openai, laion2b_s34b_b79k, ...) or a weights file (.pt/.bin/.safetensors).")] = None,
     data_root: Annotated[Optional[Path], typer.Option(
