@@ -33,6 +33,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,10 +252,8 @@ class Trainer:
             raise HarnessError(f"{config.sd}: its UNet's sample size {latent} is not divisible by its {factor}x "
                                "downsampling, so no latent fits it")
         self.latent_shape = (self.unet.config.in_channels, latent, latent)
-        embed_dim = self.clip.text_projection.shape[-1] if isinstance(self.clip.text_projection, torch.Tensor) \
-            else self.clip.visual.output_dim
         torch.manual_seed(config.seed)  # h_w's initialisation
-        self.head = LatentHead(embed_dim, self.latent_shape)
+        self.head = LatentHead(int(self.model_cfg["embed_dim"]), self.latent_shape)
 
         for module in (self.vae, self.text_encoder, self.unet):
             module.requires_grad_(False).eval().to(self.device)
@@ -309,12 +308,12 @@ class Trainer:
         """This rank's share: L_CLIP over the gathered global batch (gradient through the local
         rows), and L_SDS over the local rows divided by the process count, so that summing
         gradients over processes gives the gradient of the global-batch loss."""
-        autocast = torch.autocast(self.device.type, dtype=self.amp) if self.amp else _null()
+        autocast = torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
         with autocast:
             image = self.clip.encode_image(pixels)
             text = self.clip.encode_text(tokens)
         image_n, text_n = F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1)
-        all_images, all_texts, offset = _gather_with_local_grad(image_n, text_n)
+        all_images, all_texts = _gather_with_local_grad(image_n, text_n)
         logits = self.clip.logit_scale.exp().detach() * all_images @ all_texts.T
         labels = torch.arange(len(logits), device=logits.device)
         clip_loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
@@ -526,14 +525,14 @@ def _gather_with_local_grad(images: torch.Tensor, texts: torch.Tensor):
     """All processes' features, this process's rows keeping their gradient."""
     rank, size = distributed.world()
     if size == 1:
-        return images, texts, 0
+        return images, texts
     gathered = []
     for local in (images, texts):
         parts = [torch.zeros_like(local) for _ in range(size)]
         torch.distributed.all_gather(parts, local.detach())
         parts[rank] = local
         gathered.append(torch.cat(parts))
-    return gathered[0], gathered[1], rank * len(images)
+    return gathered[0], gathered[1]
 
 
 def _model_config(name: str, model: torch.nn.Module, quick_gelu: bool) -> dict[str, Any]:
@@ -557,14 +556,6 @@ def _atomic(path: Path, write) -> None:
 
 def _atomic_text(path: Path, text: str) -> None:
     _atomic(path, lambda p: Path(p).write_text(text + "\n", encoding="utf-8"))
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def iter_losses(folder: Path) -> Iterator[dict[str, str]]:
