@@ -232,3 +232,23 @@ def test_gradient_accumulation_and_checkpointing_run(stack, tmp_path):
                    progress=False)
     rows = list(iter_losses(out))
     assert len(rows) == 2 and all(float(r["sds"]) > 0 for r in rows)
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_plain_caption_files(stack, tmp_path, kind):
+    from factories import photo
+
+    (tmp_path / "imgs").mkdir()
+    rows = []
+    for i in range(4):
+        photo(i, 48).save(tmp_path / "imgs" / f"{i}.png")
+        rows += [(f"imgs/{i}.png", f"caption {i} a"), (f"imgs/{i}.png", f"caption {i} b")]
+    path = tmp_path / f"pairs.{kind}"
+    if kind == "csv":
+        path.write_text("image,caption\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    else:
+        path.write_text("".join(json.dumps({"image": a, "caption": b}) + "\n" for a, b in rows))
+    trainer = Trainer(_config(stack, tmp_path / "out", captions=str(path), batch_size=4, max_steps=1))
+    assert [s.captions for s in trainer.samples] == [(f"caption {i} a", f"caption {i} b") for i in range(4)]
+    trainer.train(progress=False)
+    assert len(list(iter_losses(tmp_path / "out"))) == 1
