@@ -55,8 +55,8 @@ def git_commit() -> str:
 def _fmt(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, float):
-        return "" if value != value else repr(value)  # NaN -> empty cell
+    if isinstance(value, float):  # numpy floats too: their repr would be "np.float64(...)"
+        return "" if value != value else repr(float(value))  # NaN -> empty cell
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
     return str(value)

@@ -44,6 +44,7 @@ def test_run_prints_the_table_and_where_results_went_then_leaderboard(tiny_clip,
     assert "winoground/all/text" in board.output and "clip" in board.output
     wide = pd.read_csv(tmp_path / "wide.csv")
     assert list(wide.columns[:3]) == ["scorer", "model", "pretrained"] and len(wide) == 1
+    assert wide["winoground/all/text"].notna().all()  # numbers, not unparsable text
     assert "winoground/collapsed_tag=Object/text" not in wide.columns
     detailed = cli.invoke(app, ["leaderboard", "--results-dir", str(tmp_path), "--breakdowns"])
     assert "collapsed_tag=Object" in detailed.output

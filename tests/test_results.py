@@ -92,3 +92,13 @@ def test_pivot_keeps_the_newest_value_and_hides_breakdowns_by_default(tmp_path):
 def test_empty_leaderboard_reads_and_prints(tmp_path):
     assert read_leaderboard(tmp_path).empty
     assert results.format_table(pivot(read_leaderboard(tmp_path))) == "(no results yet)"
+
+
+def test_numpy_numbers_are_written_as_plain_numbers(tmp_path):
+    import numpy as np
+
+    append_rows(tmp_path, [_row("np", 0, value=np.float64(30.75), ci_low=np.float32(20.5), n=np.int64(400))])
+    text = (tmp_path / "leaderboard.csv").read_text()
+    assert "np." not in text
+    df = read_leaderboard(tmp_path)
+    assert df["value"].tolist() == [30.75] and df["ci_low"].tolist() == [20.5] and df["n"].tolist() == [400]
