@@ -126,6 +126,10 @@ BENCHMARKS.add(
     "CLIP zero-shot classification with prompt ensembles: cifar10, cifar100, imagenet1k, folder:/torchvision:/hf:",
 )
 BENCHMARKS.add(
+    "shapes", "benchmarks.shapes:Shapes",
+    "generated two-object scenes (no download): winoground, relation, attribute and zeroshot subsets",
+)
+BENCHMARKS.add(
     "sugarcrepe", "benchmarks.sugarcrepe:SugarCrepe",
     "SugarCrepe (Hsieh et al. 2023): seven replace/swap/add hard-negative subsets",
 )

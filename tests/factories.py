@@ -247,6 +247,8 @@ def write_benchmark_data(name: str, root: Path, n: int = 6) -> None:
         ARO(root, tagger=toy_tagger).items()  # freeze the order options without spaCy
     elif name == "sugarcrepe":
         write_sugarcrepe(root, per_subset=n)
+    elif name == "shapes":
+        pass  # generated on the fly: nothing to write
     elif name == "zeroshot":
         from factories_zeroshot import write_zeroshot_fixture  # imports this module: import here
 
