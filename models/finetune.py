@@ -443,7 +443,9 @@ class Trainer:
     def _sum_gradients_across_processes(self) -> None:
         if self.world == 1:
             return
-        for p in [p for _, p in self.trained] + list(self.head.parameters()):
+        # with lambda 0 no process gives h_w a gradient, and it must stay without one (untouched)
+        head = list(self.head.parameters()) if self.config.lam != 0 else []
+        for p in [p for _, p in self.trained] + head:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             torch.distributed.all_reduce(p.grad)
