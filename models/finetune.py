@@ -543,8 +543,8 @@ def _model_config(name: str, model: torch.nn.Module, quick_gelu: bool) -> dict[s
 
     if name.startswith("local-dir:"):
         cfg = json.loads((Path(name[len("local-dir:"):]) / "open_clip_config.json").read_text())["model_cfg"]
-    else:
-        cfg = open_clip.get_model_config(name)
+    else:  # hf-hub:org/repo, or an architecture name (open_clip spells ViT-B/32 as ViT-B-32)
+        cfg = open_clip.get_model_config(name if name.startswith("hf-hub:") else name.replace("/", "-"))
     if cfg is None:
         raise HarnessError(f"cannot find the open_clip config of {name} to save with the fine-tuned weights")
     return {**cfg, "quick_gelu": bool(quick_gelu)}
