@@ -197,6 +197,20 @@ def leaderboard(
         typer.echo(f"\nwide table written to {csv}")
 
 
+@app.command("report")
+def report(
+    results_dir: Annotated[Path, typer.Option(help="Folder holding leaderboard.csv.")] = Path("results"),
+    out: Annotated[Optional[Path], typer.Option(help="Where the figures and report.md go. Default: RESULTS_DIR/report.")
+                   ] = None,
+) -> None:
+    """Figures of the leaderboard (bars with confidence intervals per benchmark) and a markdown page."""
+    from harness.report import make_report
+
+    with _user_errors():
+        path = make_report(results_dir, out)
+    typer.echo(f"report written to {path}")
+
+
 @app.command("data")
 def data(
     data_root: Annotated[Optional[Path], typer.Option(

@@ -102,3 +102,33 @@ def test_numpy_numbers_are_written_as_plain_numbers(tmp_path):
     assert "np." not in text
     df = read_leaderboard(tmp_path)
     assert df["value"].tolist() == [30.75] and df["ci_low"].tolist() == [20.5] and df["n"].tolist() == [400]
+
+
+def test_report_draws_each_benchmark_with_intervals_and_links_the_figures(tmp_path):
+    from PIL import Image
+
+    from harness.report import make_report
+
+    rows = []
+    for model, shift in (("ViT-B-32", 0.0), ("RN50", 5.0)):
+        for metric, value in (("text", 30.0), ("image", 10.0), ("group", 8.0)):
+            rows.append(_row(f"r-{model}", len(rows), model=model, metric=metric, value=value + shift,
+                             ci_low=value + shift - 2, ci_high=value + shift + 2))
+            rows.append(_row(f"r-{model}", len(rows), model=model, subset="collapsed_tag=Object", metric=metric,
+                             value=value, ci_low=value - 3, ci_high=value + 3))
+    rows.append(_row("r-aro", 99, benchmark="aro", subset="vg-relation", metric="macro_accuracy", value=60.0,
+                     ci_low=58.0, ci_high=62.0))
+    append_rows(tmp_path, rows)
+    path = make_report(tmp_path)
+    text = path.read_text()
+    assert "![winoground](winoground.png)" in text and "![aro](aro.png)" in text
+    assert "winoground-by-tag.png" in text and "[33.00, 37.00]" in text  # RN50's text score 35 with its interval
+    for name in ("winoground.png", "winoground-by-tag.png", "aro.png"):
+        with Image.open(path.parent / name) as image:
+            assert image.format == "PNG" and image.size[0] > 300
+
+
+def test_report_of_an_empty_leaderboard(tmp_path):
+    from harness.report import make_report
+
+    assert "No results yet" in make_report(tmp_path).read_text()

@@ -1,0 +1,103 @@
+"""`harness report`: the leaderboard as figures and a markdown page people would rather look at.
+
+For every benchmark: one bar chart of its main metrics (subsets without a ``field=value``
+breakdown) for each scorer/model, with the 95% bootstrap intervals as error bars; for Winoground
+also the scores by ``collapsed_tag``. The newest run of each (scorer, model, benchmark, subset,
+metric) is shown. Output: PNG files and ``report.md`` linking them, in ``<results-dir>/report/``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness import results
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _newest(df: pd.DataFrame) -> pd.DataFrame:
+    keys = ["scorer", "model", "pretrained", "benchmark", "subset", "metric"]
+    return df.sort_values("date", kind="stable").drop_duplicates(keys, keep="last")
+
+
+def _label(row: pd.Series) -> str:
+    model = str(row["model"])
+    model = model if len(model) <= 40 else "..." + model[-37:]
+    pretrained = f" {row['pretrained']}" if row["pretrained"] and len(str(row["pretrained"])) <= 30 else ""
+    return f"{row['scorer']}: {model}{pretrained}"
+
+
+def _bars(df: pd.DataFrame, title: str, path: Path) -> None:
+    """Grouped bars: one group per subset/metric column, one bar per scorer/model, CI whiskers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    df = df.assign(column=df["subset"].astype(str) + "\n" + df["metric"], label=df.apply(_label, axis=1))
+    columns = list(dict.fromkeys(df["column"]))
+    labels = list(dict.fromkeys(df["label"]))
+    width = 0.8 / max(1, len(labels))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(columns) * max(1, len(labels)) ** 0.5 + 2), 4.2))
+    x = np.arange(len(columns))
+    for k, label in enumerate(labels):
+        mine = df[df["label"] == label].set_index("column").reindex(columns)
+        values = mine["value"].to_numpy(dtype=float)
+        low = np.clip(values - mine["ci_low"].to_numpy(dtype=float), 0, None)
+        high = np.clip(mine["ci_high"].to_numpy(dtype=float) - values, 0, None)
+        errors = np.nan_to_num(np.vstack([low, high]))
+        ax.bar(x + (k - (len(labels) - 1) / 2) * width, values, width, yerr=errors, capsize=2, label=label)
+    ax.set_xticks(x, columns, fontsize=8)
+    ax.set_ylabel("%  (95% bootstrap interval)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def make_report(results_dir: Path, out_dir: Path | None = None) -> Path:
+    """Write the figures and report.md; returns the markdown file's path."""
+    from tabulate import tabulate
+
+    results_dir = Path(results_dir)
+    out_dir = Path(out_dir or results_dir / "report")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df = results.read_leaderboard(results_dir)
+    lines = ["# Results", "", f"From `{results_dir / results.LEADERBOARD}`: the newest run of each scorer, "
+             "model, benchmark, subset and metric. Values are percentages; whiskers and brackets are 95% "
+             "bootstrap intervals over items.", ""]
+    if df.empty:
+        lines.append("No results yet: run `harness run ...` first.")
+    else:
+        df = _newest(df)
+        for benchmark in sorted(df["benchmark"].unique()):
+            rows = df[df["benchmark"] == benchmark]
+            main = rows[~rows["subset"].astype(str).str.contains("=", regex=False)]
+            lines += [f"## {benchmark}", ""]
+            if not main.empty:
+                figure = f"{_slug(benchmark)}.png"
+                _bars(main, benchmark, out_dir / figure)
+                lines += [f"![{benchmark}]({figure})", ""]
+                table = [[_label(r), r["subset"], r["metric"], f"{r['value']:.2f}",
+                          f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if r["ci_low"] == r["ci_low"] else "", r["n"]]
+                         for _, r in main.iterrows()]
+                lines += [tabulate(table, headers=["scorer: model", "subset", "metric", "value", "95% CI", "n"],
+                                   tablefmt="github"), ""]
+            tags = rows[rows["subset"].astype(str).str.startswith("collapsed_tag=")]
+            if benchmark == "winoground" and not tags.empty:
+                figure = "winoground-by-tag.png"
+                _bars(tags, "winoground by collapsed_tag", out_dir / figure)
+                lines += ["### By tag", "", f"![winoground by tag]({figure})", ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
