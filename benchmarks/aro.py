@@ -40,7 +40,7 @@ from PIL import Image
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, HarnessError, MissingDataError
 from harness.images import decode_image
-from harness.metrics import accuracy_row, macro_accuracy_row
+from harness.metrics import accuracy_row, by_subset, macro_accuracy_row, strictly_first
 
 SUBSETS = ("vg-relation", "vg-attribution", "coco-order", "flickr30k-order")
 SYMMETRIC_RELATIONS_FILE = Path(__file__).parent / "data" / "aro_vgr_symmetric_relations.txt"
@@ -142,11 +142,6 @@ def _field(record: dict[str, Any], field: str, index: int, path: Path) -> Any:
     if not isinstance(record, dict) or field not in record:
         raise BadRecordError(f"record {index} of {path} lacks field {field!r}")
     return record[field]
-
-
-def _strictly_first(row: np.ndarray, truth: int) -> bool:
-    """True when the correct option scores strictly higher than every other option."""
-    return bool(row[truth] > np.delete(row, truth).max())
 
 
 class ARO(Benchmark):
@@ -327,17 +322,14 @@ class ARO(Benchmark):
 
     # -- metrics ----------------------------------------------------------------------------------
     def outcome(self, item: Item, scores: np.ndarray) -> dict[str, Any]:
-        return {"correct": _strictly_first(np.asarray(scores)[0], item.truth[0])}
+        return {"correct": strictly_first(scores, item.truth[0])}
 
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
         rows: list[MetricRow] = []
-        for subset in SUBSETS:
-            chosen = [(item, s) for item, s in zip(items, scores) if item.meta["subset"] == subset]
-            if not chosen:
-                continue
-            correct = np.array([_strictly_first(np.asarray(s)[0], item.truth[0]) for item, s in chosen])
+        for subset, chosen, matrices in by_subset(items, scores, SUBSETS):
+            correct = np.array([strictly_first(s, item.truth[0]) for item, s in zip(chosen, matrices)])
             if subset.startswith("vg-"):
-                rows += self._vg_rows(subset, [item.meta["group"] for item, _ in chosen], correct, seed)
+                rows += self._vg_rows(subset, [item.meta["group"] for item in chosen], correct, seed)
             else:
                 path, sha, degenerate = self._frozen[subset]
                 details = {"order_options_file": path.name, "order_options_sha256": sha,

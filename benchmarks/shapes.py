@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw
 
 from harness.api import Benchmark, DataRequirement, Item, MetricRow, Prompts
 from harness.errors import HarnessError
-from harness.metrics import accuracy_row, grouped_accuracy_rows
+from harness.metrics import accuracy_row, by_subset, grouped_accuracy_rows, strictly_first
 
 COLOURS = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (50, 80, 220), "yellow": (235, 210, 40),
@@ -261,16 +261,12 @@ class Shapes(Benchmark):
             from benchmarks.winoground import winoground_outcome
 
             return winoground_outcome(s)
-        row, truth = s[0], item.truth[0]
-        return {"correct": bool(row[truth] > np.delete(row, truth).max())}
+        return {"correct": strictly_first(s, item.truth[0])}
 
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
         rows: list[MetricRow] = []
-        for subset in SUBSETS:
-            chosen = [(item, s) for item, s in zip(items, scores) if item.meta["subset"] == subset]
-            if not chosen:
-                continue
-            outcomes = [self.outcome(item, s) for item, s in chosen]
+        for subset, chosen, matrices in by_subset(items, scores, SUBSETS):
+            outcomes = [self.outcome(item, s) for item, s in zip(chosen, matrices)]
             if subset == "winoground":
                 rows += [replace(row, subset=subset) for row in grouped_accuracy_rows(
                     {m: [o[m] for o in outcomes] for m in ("text", "image", "group")}, {}, seed)]

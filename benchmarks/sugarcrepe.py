@@ -21,7 +21,7 @@ from PIL import Image
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
-from harness.metrics import accuracy_row, macro_accuracy_row
+from harness.metrics import accuracy_row, by_subset, macro_accuracy_row, strictly_first
 
 SUBSETS = ("replace-obj", "replace-att", "replace-rel", "swap-obj", "swap-att", "add-obj", "add-att")
 # published subset sizes (Hsieh et al.), to flag a partial download
@@ -92,15 +92,11 @@ class SugarCrepe(Benchmark):
         return decode_image(path, str(path)).convert("RGB")
 
     def outcome(self, item: Item, scores: np.ndarray) -> dict[str, Any]:
-        row = np.asarray(scores)[0]
-        return {"correct": bool(row[0] > row[1])}
+        return {"correct": strictly_first(scores, item.truth[0])}
 
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
-        per_subset: dict[str, np.ndarray] = {}
-        for subset in SUBSETS:
-            rows = [np.asarray(s)[0] for item, s in zip(items, scores) if item.meta["subset"] == subset]
-            if rows:
-                per_subset[subset] = np.array([r[0] > r[1] for r in rows])
+        per_subset = {subset: np.array([strictly_first(s, item.truth[0]) for item, s in zip(chosen, matrices)])
+                      for subset, chosen, matrices in by_subset(items, scores, SUBSETS)}
         out = []
         for subset, correct in per_subset.items():
             row = accuracy_row(subset, "accuracy", correct, seed)

@@ -6,10 +6,29 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from harness.api import MetricRow
+from harness.api import Item, MetricRow
 
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
+
+
+def strictly_first(scores: np.ndarray, truth: int) -> bool:
+    """The correct text of a one-image item scores strictly higher than every other: a tie is
+    wrong (an argmax would send it to the lowest index). The rule of ARO, SugarCrepe and shapes."""
+    row = np.asarray(scores)[0]
+    return bool(row[truth] > np.delete(row, truth).max())
+
+
+def by_subset(
+    items: Sequence[Item], scores: Sequence[np.ndarray], subsets: Sequence[str]
+) -> list[tuple[str, list[Item], list[np.ndarray]]]:
+    """(subset, its items, their scores) for each of ``subsets`` present in ``item.meta["subset"]``."""
+    out = []
+    for subset in subsets:
+        chosen = [(item, s) for item, s in zip(items, scores) if item.meta["subset"] == subset]
+        if chosen:
+            out.append((subset, [item for item, _ in chosen], [s for _, s in chosen]))
+    return out
 
 
 def bootstrap_ci(

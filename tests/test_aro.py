@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from factories import PhotoBenchmark, toy_tagger, write_aro
+from factories import toy_tagger, write_aro
 from PIL import Image
 
 from benchmarks.aro import ARO, normalise_caption, perturb, symmetric_relations
@@ -224,10 +224,6 @@ def test_whole_aro_run_reports_every_subset(aro_root, tiny_clip, tmp_path):
     again = evaluate(scorer, ARO(aro_root, "vg-relation"), ScoreStore(tmp_path / "s.sqlite"), workers=0,
                      progress=False)
     assert again.scored_now == 0
-
-
-def test_photo_benchmark_helper_is_importable():
-    assert PhotoBenchmark.make([]).name == "photos"
 
 
 def test_a_box_outside_its_image_stops_the_run_naming_the_item(aro_root, tiny_clip, tmp_path):
