@@ -373,11 +373,15 @@ def load_pipeline(model: str):
     elif model.startswith(("/", ".", "~")) or "/" not in model or model.count("/") > 1:
         raise MissingWeightsError(f"--model {model!r}: no such pipeline folder, and not a hub id like "
                                   "stabilityai/stable-diffusion-2-1-base")
+    # fp32 parameters whatever the stored precision (fp16 weights, as the toy models keep, would
+    # otherwise load as fp16 and fail on CPU); mixed precision comes from autocast at run time.
     try:
-        vae = diffusers.AutoencoderKL.from_pretrained(source, subfolder="vae", local_files_only=True)
-        unet = diffusers.UNet2DConditionModel.from_pretrained(source, subfolder="unet", local_files_only=True)
+        vae = diffusers.AutoencoderKL.from_pretrained(source, subfolder="vae", local_files_only=True,
+                                                      torch_dtype=torch.float32)
+        unet = diffusers.UNet2DConditionModel.from_pretrained(source, subfolder="unet", local_files_only=True,
+                                                              torch_dtype=torch.float32)
         text_encoder = transformers.CLIPTextModel.from_pretrained(source, subfolder="text_encoder",
-                                                                  local_files_only=True)
+                                                                  local_files_only=True, dtype=torch.float32)
         tokenizer = transformers.CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=True)
         scheduler = dict(diffusers.DDPMScheduler.load_config(source, subfolder="scheduler", local_files_only=True))
     except (OSError, ValueError, EnvironmentError) as err:

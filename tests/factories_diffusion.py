@@ -10,19 +10,16 @@ open_clip ships, so prompts tokenize to the same ids as with SD's own tokenizer.
 
 from __future__ import annotations
 
-import functools
-import gzip
 from pathlib import Path
+
+from models.clip_tokenizer import (  # noqa: F401  (re-exported for the tests)
+    BOS_ID, BOS_TOKEN, CLIP_CONTEXT_LENGTH, CLIP_VOCAB_SIZE, EOS_ID, EOS_TOKEN, build_clip_tokenizer,
+    clip_vocab_and_merges, write_clip_vocab_files,
+)
 
 # The pixel size whose latents are 8x8 (the VAE downsamples by 8, as SD's 512 -> 64).
 TINY_SD_IMAGE_SIZE = 64
 TINY_SD_LATENT_SIZE = TINY_SD_IMAGE_SIZE // 8
-
-# CLIP's text context length and special tokens (the ids are the last two of its 49408-entry vocab).
-CLIP_CONTEXT_LENGTH = 77
-CLIP_VOCAB_SIZE = 49408
-BOS_TOKEN, EOS_TOKEN = "<|startoftext|>", "<|endoftext|>"
-BOS_ID, EOS_ID = 49406, 49407
 
 # Stable Diffusion's training noise schedule (the scheduler config of SD 1.x and 2.x checkpoints).
 SD_SCHEDULE = {
@@ -35,65 +32,6 @@ SD_SCHEDULE = {
 SD_VAE_SCALING_FACTOR = 0.18215
 
 TEXT_HIDDEN_SIZE = 32
-
-
-# -- the CLIP tokenizer, rebuilt from open_clip's BPE file -----------------------------------------
-
-def _byte_alphabet() -> list[str]:
-    """The 256 characters that stand for the bytes 0..255 in byte-level BPE, in vocabulary order.
-
-    Bytes whose Latin-1 character is printable and not a space ('!'..'~', '¡'..'¬', '®'..'ÿ') stand
-    for themselves and come first, in byte order; every other byte b gets chr(256 + k), where k
-    counts those other bytes in byte order, and they follow.
-    """
-    visible = [b for b in range(256)
-               if ord("!") <= b <= ord("~") or ord("¡") <= b <= ord("¬") or ord("®") <= b <= ord("ÿ")]
-    hidden = [b for b in range(256) if b not in set(visible)]
-    return [chr(b) for b in visible] + [chr(256 + k) for k in range(len(hidden))]
-
-
-def _bpe_file() -> Path:
-    import open_clip
-
-    return Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-
-
-@functools.lru_cache(maxsize=1)
-def clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """CLIP's vocabulary (token -> id) and ranked merges, derived from open_clip's BPE file.
-
-    The file holds a header line and then merge rules, best first; CLIP uses the first
-    49152 - 256 - 2 of them. Its vocabulary is the byte alphabet, the same with the end-of-word
-    marker "</w>", the result of each merge, and then the two special tokens: 49408 entries.
-    """
-    with gzip.open(_bpe_file(), "rt", encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    n_merges = 49152 - 256 - 2
-    merges = [tuple(line.split()) for line in lines[1:1 + n_merges]]
-    alphabet = _byte_alphabet()
-    tokens = alphabet + [c + "</w>" for c in alphabet] + ["".join(m) for m in merges] + [BOS_TOKEN, EOS_TOKEN]
-    vocab = {token: i for i, token in enumerate(tokens)}
-    if len(vocab) != CLIP_VOCAB_SIZE or vocab[BOS_TOKEN] != BOS_ID or vocab[EOS_TOKEN] != EOS_ID:
-        raise RuntimeError(f"unexpected CLIP vocabulary from {_bpe_file()}: {len(vocab)} entries")
-    return vocab, merges
-
-
-def build_clip_tokenizer():
-    """transformers' CLIPTokenizer with CLIP's real vocabulary, as SD 1.x ships it (pad = <|endoftext|>)."""
-    from transformers import CLIPTokenizer
-
-    vocab, merges = clip_vocab_and_merges()
-    # The vocabulary and merges go in as objects: this transformers' CLIPTokenizer takes `vocab`
-    # (dict) and `merges` (list of pairs); given file paths under other names it silently falls back
-    # to a placeholder vocabulary of the special tokens alone.
-    tokenizer = CLIPTokenizer(
-        vocab=dict(vocab), merges=list(merges),
-        unk_token=EOS_TOKEN, bos_token=BOS_TOKEN, eos_token=EOS_TOKEN, pad_token=EOS_TOKEN,
-        model_max_length=CLIP_CONTEXT_LENGTH,
-    )
-    if len(tokenizer) != CLIP_VOCAB_SIZE:
-        raise RuntimeError(f"CLIPTokenizer built with {len(tokenizer)} tokens, expected {CLIP_VOCAB_SIZE}")
-    return tokenizer
 
 
 # -- the models -----------------------------------------------------------------------------------
@@ -188,15 +126,3 @@ def build_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0)
     pipe.save_pretrained(folder)
     write_clip_vocab_files(folder / "tokenizer")
     return folder
-
-
-def write_clip_vocab_files(tokenizer_dir: Path) -> None:
-    """Add vocab.json and merges.txt beside tokenizer.json, as SD checkpoints' tokenizer folders have
-    them, so loaders that read the BPE files rather than tokenizer.json find them too."""
-    import json
-
-    vocab, merges = clip_vocab_and_merges()
-    tokenizer_dir = Path(tokenizer_dir)
-    (tokenizer_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (tokenizer_dir / "merges.txt").write_text(
-        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
