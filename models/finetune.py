@@ -52,6 +52,13 @@ from models.diffusion import _betas, load_pipeline
 log = logging.getLogger("harness")
 
 TRAINABLE = ("image-ln", "text-ln", "both-ln", "all")
+# h_w designs. "linear": the paper's free linear map. The others guard against the shortcut of a
+# free map that finds a latent the UNet denoises easily whatever the image, so that L_SDS falls
+# and almost no gradient reaches CLIP: "normalised" rescales each z to zero mean and unit
+# variance (the VAE latents' statistics); "frozen-fit" fits h_w once by least squares to map CLIP
+# embeddings onto the VAE latents of training images and keeps it fixed.
+HEADS = ("linear", "normalised", "frozen-fit")
+FIT_IMAGES = 1024  # training images used to fit a frozen-fit head
 
 
 @dataclass
@@ -75,6 +82,7 @@ class FinetuneConfig:
     t_max: int = 980  # ... avoiding the nearly noiseless and the pure-noise ends
     train: str = "image-ln"  # which CLIP parameters move: image-ln (default), text-ln, both-ln, all
     sds_grad: str = "full"  # full (through the UNet, the paper) or detached (no UNet Jacobian)
+    head: str = "linear"  # h_w design: linear (the paper), normalised or frozen-fit (see HEADS)
     grad_accum: int = 1  # micro-batches per optimizer step (the global batch is split further)
     grad_checkpointing: bool = False  # recompute UNet activations in backward to save memory
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests, budgets)
@@ -228,6 +236,8 @@ class Trainer:
         self.config = config
         if config.sds_grad not in ("full", "detached"):
             raise HarnessError(f"--sds-grad {config.sds_grad!r} is not one of full, detached")
+        if config.head not in HEADS:
+            raise HarnessError(f"--head {config.head!r} is not one of {', '.join(HEADS)}")
         if config.on_bad_image not in ("skip", "fail"):
             raise HarnessError(f"--on-bad-image {config.on_bad_image!r} is not one of skip, fail")
         if not 0 <= config.t_min < config.t_max <= 1000:
@@ -264,11 +274,15 @@ class Trainer:
         self.head.to(self.device)
         if config.grad_checkpointing:
             self.unet.enable_gradient_checkpointing()
+        self.samples = read_samples(config)
+        if config.head == "frozen-fit" and config.lam != 0:
+            self._fit_head()
+        self.head_trained = config.lam != 0 and config.head != "frozen-fit"
+        self.head.requires_grad_(self.head_trained)
         self.optimizer = torch.optim.AdamW([
             {"params": [p for _, p in self.trained], "lr": config.lr},
-            {"params": list(self.head.parameters()), "lr": config.head_lr},
+            {"params": list(self.head.parameters()) if self.head_trained else [], "lr": config.head_lr},
         ], weight_decay=config.weight_decay)
-        self.samples = read_samples(config)
         self.out = Path(config.out)
         self.step, self.skipped_images = 0, 0
         self.history: list[dict[str, float]] = []
@@ -323,6 +337,9 @@ class Trainer:
             out["total"] = clip_loss
             return out
         z = self.head(image.float())
+        if self.config.head == "normalised":
+            flat = z.flatten(1)
+            z = ((flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-6)).view_as(z)
         abar = self.alphas_cumprod.to(self.device)[t].view(-1, 1, 1, 1)
         x_t = abar.sqrt() * z + (1 - abar).sqrt() * eps
         with torch.no_grad():
@@ -443,12 +460,41 @@ class Trainer:
     def _sum_gradients_across_processes(self) -> None:
         if self.world == 1:
             return
-        # with lambda 0 no process gives h_w a gradient, and it must stay without one (untouched)
-        head = list(self.head.parameters()) if self.config.lam != 0 else []
+        # with lambda 0 (or a frozen h_w) no process gives h_w a gradient, and it must stay untouched
+        head = list(self.head.parameters()) if self.head_trained else []
         for p in [p for _, p in self.trained] + head:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             torch.distributed.all_reduce(p.grad)
+
+    def _fit_head(self) -> None:
+        """frozen-fit: least squares from CLIP image embeddings to the scaled VAE latent means of
+        up to FIT_IMAGES training images (the first ones of the seed's order), with a small ridge."""
+        from models.diffusion import _ImageTransform
+
+        order = np.random.default_rng([self.config.seed, 99]).permutation(len(self.samples))[:FIT_IMAGES]
+        resolution = self.latent_shape[1] * 2 ** (len(self.vae.config.block_out_channels) - 1)
+        to_vae = _ImageTransform(resolution)
+        features, targets = [], []
+        with torch.no_grad():
+            for start in range(0, len(order), 64):
+                images = [decode_image(self.samples[i].image, str(self.samples[i].image))
+                          for i in order[start:start + 64]]
+                clip_in = torch.stack([self.preprocess(im) for im in images]).to(self.device)
+                vae_in = torch.stack([to_vae(im) for im in images]).to(self.device)
+                features.append(self.clip.encode_image(clip_in).float())
+                latent = self.vae.encode(vae_in).latent_dist.mean * self.vae.config.scaling_factor
+                targets.append(latent.float().flatten(1))
+        x, y = torch.cat(features), torch.cat(targets)
+        x1 = torch.cat([x, torch.ones(len(x), 1, device=x.device)], dim=1)
+        ridge = 1e-3 * torch.eye(x1.shape[1], device=x.device) * x1.pow(2).mean()
+        solution = torch.linalg.solve(x1.T @ x1 + ridge, x1.T @ y)  # (embed + 1, latent)
+        with torch.no_grad():
+            self.head.linear.weight.copy_(solution[:-1].T)
+            self.head.linear.bias.copy_(solution[-1])
+        residual = float(((x1 @ solution - y) ** 2).mean() / y.var())
+        log.info("frozen-fit h_w: fitted on %d images, relative residual %.3f", len(x), residual)
+        self.head_fit_residual = residual
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save(self) -> None:
@@ -474,7 +520,8 @@ class Trainer:
                  "data_hash": data_hash(self.samples), "n_images": len(self.samples), "git_commit": git_commit(),
                  "step": self.step, "total_steps": self.total_steps, "processes": self.world,
                  "skipped_images": self.skipped_images, "latent_shape": list(self.latent_shape),
-                 "trained_parameters": [n for n, _ in self.trained]}
+                 "trained_parameters": [n for n, _ in self.trained],
+                 "head_fit_residual": getattr(self, "head_fit_residual", None)}
         config = dataclasses.asdict(self.config) | {"extra": extra}
         _atomic_text(self.out / "finetune_config.json", json.dumps(config, indent=2, default=str))
         with open(self.out / ".losses.csv.tmp", "w", newline="", encoding="utf-8") as f:

@@ -42,6 +42,6 @@ class SdsClipScorer(ClipScorer):
         return {
             "model": str(self.folder),
             "pretrained": (f"base={base} lambda={self.finetune.get('lam')} sds_grad={self.finetune.get('sds_grad')} "
-                           f"train={self.finetune.get('train')} step={extra.get('step')}/{extra.get('total_steps')} "
+                           f"head={self.finetune.get('head', 'linear')} train={self.finetune.get('train')} step={extra.get('step')}/{extra.get('total_steps')} "
                            f"data={extra.get('data_hash')}"),
         }

@@ -115,6 +115,32 @@ def test_lambda_zero_is_the_control_and_leaves_h_w_untouched(stack, tmp_path):
     assert all(float(r["sds"]) == 0 for r in iter_losses(tmp_path / "out"))
 
 
+def test_a_normalised_head_gives_each_latent_zero_mean_and_unit_variance(stack, tmp_path):
+    trainer = Trainer(_config(stack, tmp_path / "out", head="normalised"))
+    trainer.head.linear.weight.data.mul_(1e-3)  # a head that would make z tiny
+    trainer._losses(*_one_batch(trainer))
+    z = trainer._last_z.detach().flatten(1)
+    assert torch.allclose(z.mean(1), torch.zeros(len(z)), atol=1e-5)
+    assert torch.allclose(z.std(1), torch.ones(len(z)), atol=1e-3)
+
+
+def test_a_frozen_fit_head_is_fitted_to_the_vae_latents_and_never_moves(stack, tmp_path):
+    from models.finetune import LatentHead
+
+    trainer = Trainer(_config(stack, tmp_path / "out", head="frozen-fit", max_steps=3))
+    # the fit beats the best constant map (relative residual < 1) and beats a random head
+    assert 0 <= trainer.head_fit_residual < 1
+    fitted = {k: v.clone() for k, v in trainer.head.state_dict().items()}
+    assert not torch.equal(fitted["linear.weight"], LatentHead(32, trainer.latent_shape).linear.weight)
+    trainer.train(progress=False)
+    saved = load_file(tmp_path / "out" / "sds_head.safetensors")
+    assert all(torch.equal(saved[k], v) for k, v in fitted.items())
+    rows = list(iter_losses(tmp_path / "out"))
+    assert float(rows[0]["grad_norm_sds"]) > 0  # L_SDS still reaches CLIP's LayerNorms through the fixed map
+    extra = json.loads((tmp_path / "out" / "finetune_config.json").read_text())
+    assert extra["head"] == "frozen-fit" and extra["extra"]["head_fit_residual"] == trainer.head_fit_residual
+
+
 def test_resume_repeats_an_uninterrupted_run(stack, tmp_path):
     finetune(_config(stack, tmp_path / "straight", max_steps=6), progress=False)
     finetune(_config(stack, tmp_path / "resumed", max_steps=3, save_every=1), progress=False)
@@ -197,6 +223,8 @@ def test_bad_input(stack, tmp_path):
     (bad_sd / "unet" / "config.json").write_text(json.dumps(unet_config))
     with pytest.raises(HarnessError, match="sample size 7 is not divisible"):
         Trainer(_config(stack, tmp_path / "c", sd=str(bad_sd)))
+    with pytest.raises(HarnessError, match="--head 'mlp' is not one of linear, normalised, frozen-fit"):
+        Trainer(_config(stack, tmp_path / "d", head="mlp"))
     with pytest.raises(HarnessError, match="--sds-grad 'half'"):
         Trainer(_config(stack, tmp_path / "d", sds_grad="half"))
 
