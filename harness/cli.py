@@ -61,11 +61,12 @@ def ls() -> None:
 
 @app.command("run")
 def run(
-    scorer: Annotated[str, typer.Option(help="Scorer name (see `harness ls`).")],
-    bench: Annotated[str, typer.Option(help="Benchmark, or benchmark:subset (see `harness ls`).")],
-    model: Annotated[str, typer.Option(
+    scorer: Annotated[str, typer.Option(help="Scorer name (see `harness ls`).")] = "clip",
+    bench: Annotated[str, typer.Option(help="Benchmark, or benchmark:subset (see `harness ls`).")] = "shapes",
+    model: Annotated[Optional[str], typer.Option(
         help="clip: open_clip architecture (ViT-B-32), local-dir:/path or hf-hub:org/repo; diffusion: a Stable "
-             "Diffusion hub id or folder; sds-clip: a `harness finetune` output folder.")],
+             "Diffusion hub id or folder; sds-clip: a `harness finetune` output folder. Default: the scorer's toy "
+             "model in models/toy (trained on the shapes world).")] = None,
     pretrained: Annotated[Optional[str], typer.Option(
         help="Pretrained tag (openai, laion2b_s34b_b79k, ...) or a weights file (.pt/.bin/.safetensors).")] = None,
     data_root: Annotated[Optional[Path], typer.Option(
@@ -142,6 +143,9 @@ def finetune(
     t_max: Annotated[int, typer.Option(help="Largest timestep of L_SDS (exclusive).")] = 980,
     train: Annotated[str, typer.Option(help="Trained CLIP parameters: image-ln, text-ln, both-ln or all.")] = "image-ln",
     sds_grad: Annotated[str, typer.Option(help="full (through the UNet) or detached (no UNet Jacobian).")] = "full",
+    head: Annotated[str, typer.Option(
+        help="h_w: linear (the paper), normalised (each z rescaled to unit variance) or frozen-fit (fitted to "
+             "the VAE latents once, then fixed).")] = "linear",
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
     grad_checkpointing: Annotated[bool, typer.Option(help="Recompute UNet activations to save memory.")] = False,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps.")] = None,
@@ -166,7 +170,7 @@ def finetune(
             clip=clip, sd=sd, out=str(out), pretrained=pretrained, captions=str(captions) if captions else None,
             data_root=str(data_root or default_data_root()), lam=lam, lr=lr, head_lr=head_lr,
             batch_size=batch_size, epochs=epochs, warmup_steps=warmup_steps, weight_decay=weight_decay,
-            t_min=t_min, t_max=t_max, train=train, sds_grad=sds_grad, grad_accum=grad_accum,
+            t_min=t_min, t_max=t_max, train=train, sds_grad=sds_grad, head=head, grad_accum=grad_accum,
             grad_checkpointing=grad_checkpointing, max_steps=max_steps, save_every=save_every,
             on_bad_image=on_bad_image, seed=seed, device=device, workers=workers)
         folder = run_finetune(config, resume=resume, progress=progress)
@@ -230,6 +234,60 @@ def data(
         hints = list(dict.fromkeys(r.how_to_get for r in requirements if not r.found and r.how_to_get))
         for hint in hints:
             typer.echo(f"      how to get it: {hint}")
+
+
+toy_app = typer.Typer(help="The toy models of the shapes world: train them, and run the SDS-CLIP experiment on them.",
+                      no_args_is_help=True)
+app.add_typer(toy_app, name="toy")
+
+
+def _csv_list(text: str, cast=str) -> tuple:
+    return tuple(cast(part.strip()) for part in text.split(",") if part.strip())
+
+
+@toy_app.command("train")
+def toy_train(
+    out: Annotated[Optional[Path], typer.Option(
+        help="Where the toy models go. Default: models/toy in the package (replaces the shipped ones).")] = None,
+    budget: Annotated[str, typer.Option(help="full (the shipped models, ~30 min on 2 cores) or smoke (seconds).")
+                      ] = "full",
+    seed: Annotated[int, typer.Option(help="Seed of the training scenes and initialisations.")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train the toy CLIP, the toy Stable Diffusion pipeline (VAE, text encoder, UNet) and the toy
+    SDS-CLIP on the shapes training split; write training_log.csv beside them."""
+    from models.toy import TOY_DIR
+    from models.toy.train import train_toy_models
+
+    with _user_errors():
+        folders = train_toy_models(out or TOY_DIR, budget=budget, seed=seed, progress=progress)
+    for scorer, folder in folders.items():
+        typer.echo(f"{scorer:<10} {folder}")
+
+
+@toy_app.command("experiment")
+def toy_experiment(
+    out: Annotated[Path, typer.Option(help="Folder of the experiment's rows, runs and fine-tuned models.")] = Path(
+        "results/shapes-experiment"),
+    seeds: Annotated[str, typer.Option(help="Comma-separated fine-tuning seeds.")] = "0,1,2",
+    heads: Annotated[str, typer.Option(help="h_w designs to try: linear, normalised, frozen-fit.")
+                     ] = "linear,normalised,frozen-fit",
+    grads: Annotated[str, typer.Option(help="SDS gradient modes: full, detached.")] = "full,detached",
+    lam: Annotated[float, typer.Option("--lambda", help="Weight of L_SDS in the SDS-CLIP arms.")] = 1.0,
+    steps: Annotated[int, typer.Option(help="Fine-tuning steps per run.")] = 150,
+    items: Annotated[int, typer.Option(help="Test items per shapes subset.")] = 400,
+    toy_root: Annotated[Optional[Path], typer.Option(help="Folder of the toy models. Default: models/toy.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Toy CLIP vs toy diffusion score vs SDS-CLIP vs the lambda = 0 control on every shapes subset,
+    over several seeds; writes leaderboard rows, summary.csv, shortcut.csv and a figure into --out."""
+    from models.toy.experiment import ExperimentPlan, run_experiment
+
+    with _user_errors():
+        plan = ExperimentPlan(seeds=_csv_list(seeds, int), heads=_csv_list(heads), grads=_csv_list(grads), lam=lam,
+                              steps=steps, items=items)
+        path = run_experiment(out, plan, toy_root=toy_root, progress=progress)
+    typer.echo(f"summary written to {path}; figure {path.parent / 'shapes_experiment.png'}")
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 For every benchmark: one bar chart of its main metrics (subsets without a ``field=value``
 breakdown) for each scorer/model, with the 95% bootstrap intervals as error bars; for Winoground
-also the scores by ``collapsed_tag``. The newest run of each (scorer, model, benchmark, subset,
+also the scores by ``collapsed_tag``; the shapes experiment's figure when
+``<results-dir>/shapes-experiment/summary.csv`` exists. The newest run of each (scorer, model, benchmark, subset,
 metric) is shown. Output: PNG files and ``report.md`` linking them, in ``<results-dir>/report/``.
 """
 
@@ -61,6 +62,76 @@ def _bars(df: pd.DataFrame, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def shapes_experiment_figure(summary_csv: Path, path: Path) -> Path:
+    """One panel per shapes subset and metric, one bar per arm of the experiment (toy CLIP, toy
+    diffusion score, the lambda = 0 control, each SDS-CLIP design), with 95% intervals: across
+    seeds for fine-tuned arms, over items for the single runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    df = pd.read_csv(summary_csv)
+    df = df[~df["subset"].astype(str).str.contains("=", regex=False)]
+    panels = list(dict.fromkeys(zip(df["subset"], df["metric"])))
+    arms = list(dict.fromkeys(df["arm"]))
+    colours = plt.get_cmap("tab10")
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, (subset, metric) in zip(axes.flat, panels):
+        mine = df[(df["subset"] == subset) & (df["metric"] == metric)].set_index("arm").reindex(arms)
+        values = mine["mean"].to_numpy(dtype=float)
+        low = np.nan_to_num(np.clip(values - mine["ci_low"].to_numpy(dtype=float), 0, None))
+        high = np.nan_to_num(np.clip(mine["ci_high"].to_numpy(dtype=float) - values, 0, None))
+        ax.bar(range(len(arms)), values, yerr=np.vstack([low, high]), capsize=2,
+               color=[colours(k % 10) for k in range(len(arms))])
+        ax.set_xticks(range(len(arms)), arms, rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"shapes:{subset} {metric}", fontsize=9)
+        ax.set_ylim(0, 105)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("Shapes world: toy CLIP, toy diffusion score, lambda=0 control and SDS-CLIP (95% intervals)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def toy_training_figure(log_csv: Path, path: Path) -> Path:
+    """The toy models' learning curves from ``training_log.csv``: each stage's loss, and the swap
+    accuracies of CLIP and of the diffusion model on held-out validation scenes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(log_csv)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for stage, rows in df[df["metric"] == "loss"].groupby("stage", sort=False):
+        left.plot(rows["step"], rows["value"], marker="o", label=stage)
+    left.set_yscale("log")
+    left.set(xlabel="step", ylabel="training loss (mean since last point)", title="losses")
+    left.legend(fontsize=8)
+    colour = {stage: f"C{k}" for k, stage in enumerate(dict.fromkeys(df["stage"]))}  # as in the loss panel
+    for (stage, metric), rows in df[df["metric"].str.endswith("_acc")].groupby(["stage", "metric"], sort=False):
+        kind = metric.removesuffix("_acc")
+        right.plot(rows["step"], 100 * rows["value"], marker="o", color=colour[stage],
+                   ls="-" if kind == "relation" else ":", label=f"{stage}: {kind} swaps")
+    right.axhline(50, color="gray", lw=0.8, ls="--")
+    right.set(xlabel="step", ylabel="% caption beats its swap", ylim=(0, 100),
+              title="held-out validation scenes")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
@@ -98,6 +169,12 @@ def make_report(results_dir: Path, out_dir: Path | None = None) -> Path:
                 figure = "winoground-by-tag.png"
                 _bars(tags, "winoground by collapsed_tag", out_dir / figure)
                 lines += ["### By tag", "", f"![winoground by tag]({figure})", ""]
+    experiment = results_dir / "shapes-experiment" / "summary.csv"
+    if experiment.is_file():
+        shapes_experiment_figure(experiment, out_dir / "shapes-experiment.png")
+        lines += ["## The shapes experiment", "", f"From `{experiment}` (`harness toy experiment`): means over seeds "
+                  "with t-intervals for fine-tuned arms, bootstrap intervals over items for single runs.", "",
+                  "![shapes experiment](shapes-experiment.png)", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -182,9 +182,9 @@ def new_run_id() -> str:
 
 
 def run(
-    scorer: str,
-    bench: str,
-    model: str,
+    scorer: str = "clip",
+    bench: str = "shapes",
+    model: str | None = None,
     pretrained: str | None = None,
     data_root: Path | None = None,
     results_dir: Path = Path(DEFAULT_RESULTS_DIR),
@@ -200,6 +200,7 @@ def run(
     """Evaluate a registered scorer on a registered benchmark and record the results.
 
     The benchmark's data is checked before the model is loaded, so a missing dataset fails fast.
+    Without ``model`` the scorer's toy model (models/toy, trained on the shapes world) is used.
     Result rows reach ``leaderboard.csv`` only after every metric was computed.
     """
     data_root = Path(data_root) if data_root is not None else default_data_root()
@@ -214,6 +215,10 @@ def run(
             raise HarnessError(f"--limit must be at least 1, got {limit}")
         items = items[:limit]
 
+    if model is None:
+        from models.toy import default_model
+
+        model = default_model(scorer)
     rank, _ = distributed.init_from_env(device)
     config = ScorerConfig(model=model, pretrained=pretrained, device=distributed.rank_device(device),
                           batch_size=batch_size, seed=seed, options=dict(options or {}))

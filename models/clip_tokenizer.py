@@ -121,10 +121,13 @@ def _reduced_vocab_and_merges(merges: list[tuple[str, str]], words: Iterable[str
     return {token: i for i, token in enumerate(tokens)}, kept_merges
 
 
-def write_clip_vocab_files(tokenizer_dir: Path) -> None:
+def write_clip_vocab_files(tokenizer_dir: Path, words: Iterable[str] | None = None) -> None:
     """Add vocab.json and merges.txt beside tokenizer.json, as SD checkpoints' tokenizer folders have
-    them, so loaders that read the BPE files rather than tokenizer.json find them too."""
+    them, so loaders that read the BPE files rather than tokenizer.json (transformers 4's slow
+    CLIPTokenizer) find them too. ``words`` as in build_clip_tokenizer."""
     vocab, merges = clip_vocab_and_merges()
+    if words is not None:
+        vocab, merges = _reduced_vocab_and_merges(merges, words)
     tokenizer_dir = Path(tokenizer_dir)
     (tokenizer_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (tokenizer_dir / "merges.txt").write_text(

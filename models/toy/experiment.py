@@ -1,0 +1,220 @@
+"""The SDS-CLIP experiment in miniature, on the shapes world with the toy models (``harness toy experiment``).
+
+Questions (Basu et al., arXiv 2307.09233):
+(a) the premise: does the diffusion score beat CLIP on relation and attribute swaps?
+(b) the claim: does CLIP fine-tuned with L_CLIP + lambda L_SDS beat the lambda = 0 control?
+
+Runs: the toy CLIP and the toy diffusion score once each; for every seed the control
+(lambda 0) and, for every h_w design and SDS gradient mode, SDS-CLIP; all fine-tuned from the
+toy CLIP and the toy pipeline on the same freshly rendered training split, and scored by the
+ordinary runner on every shapes subset. Everything lands in ``<out>/`` (its own leaderboard.csv,
+runs/ and score store; the fine-tuned folders in ``<out>/models/``, not meant for git) and in
+``summary.csv``: per subset and metric, the mean over seeds with a t-interval, and the paired
+difference to the control with its t-interval. Rerunning skips finished fine-tunings and scorings.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import shapes
+from harness.errors import HarnessError
+
+log = logging.getLogger("harness")
+
+# two-sided 95% Student t quantiles by degrees of freedom (for intervals across a few seeds)
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+@dataclass(frozen=True)
+class ExperimentPlan:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    heads: tuple[str, ...] = ("linear", "normalised", "frozen-fit")
+    grads: tuple[str, ...] = ("full", "detached")
+    lam: float = 1.0
+    steps: int = 150
+    batch_size: int = 64
+    lr: float = 1e-3  # LayerNorms of a small model trained from scratch: larger than for a pretrained CLIP
+    head_lr: float = 1e-2
+    items: int = 400  # per shapes subset
+    data_seed: int = 100  # the training split rendered for the fine-tuning (not the toy models' seed 0)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One fine-tuning configuration; the control has lam 0 (and no head or gradient mode)."""
+
+    name: str
+    lam: float
+    head: str
+    grad: str
+
+
+def arms(plan: ExperimentPlan) -> list[Arm]:
+    out = [Arm("control", 0.0, "linear", "full")]
+    out += [Arm(f"sds-{head}-{grad}", plan.lam, head, grad) for head in plan.heads for grad in plan.grads]
+    return out
+
+
+def run_experiment(out: Path, plan: ExperimentPlan = ExperimentPlan(), toy_root: Path | None = None,
+                   progress: bool = True) -> Path:
+    """Fine-tune, score and summarise; returns the summary CSV's path."""
+    from harness.runner import run as run_benchmark
+    from models.finetune import FinetuneConfig, finetune
+    from models.toy import default_model
+
+    out = Path(out)
+    clip, sd = default_model("clip", toy_root), default_model("diffusion", toy_root)
+    data = out / "data" / "captions.csv"
+    if not data.is_file():
+        shapes.write_training_set(out / "data", n=plan.steps * plan.batch_size, seed=plan.data_seed)
+    (out / "plan.json").write_text(json.dumps(asdict(plan), indent=2) + "\n", encoding="utf-8")
+
+    def score(scorer: str, model: str) -> list[dict[str, Any]]:
+        done = _rows_of(out, model)
+        if done:
+            return done
+        result = run_benchmark(scorer=scorer, bench="shapes", model=model, results_dir=out, device="cpu",
+                               bench_options={"n": plan.items}, progress=progress, workers=0)
+        return list(result.rows)
+
+    per_run: list[dict[str, Any]] = []
+    for scorer, model, name in (("clip", clip, "toy clip"), ("diffusion", sd, "toy diffusion score")):
+        per_run += [{**row, "arm": name, "seed": ""} for row in score(scorer, model)]
+    for seed in plan.seeds:
+        for arm in arms(plan):
+            folder = out / "models" / f"{arm.name}-seed{seed}"
+            if not _finished(folder):
+                config = FinetuneConfig(
+                    clip=clip, sd=sd, out=str(folder), captions=str(data), lam=arm.lam, head=arm.head,
+                    sds_grad=arm.grad, lr=plan.lr, head_lr=plan.head_lr, batch_size=plan.batch_size, epochs=1,
+                    warmup_steps=max(1, plan.steps // 10), max_steps=plan.steps, save_every=plan.steps,
+                    grad_norm_every=10, workers=0, device="cpu", seed=seed)
+                finetune(config, resume=(folder / "trainer_state.pt").exists(), progress=progress)
+            per_run += [{**row, "arm": arm.name, "seed": seed} for row in score("sds-clip", str(folder))]
+    _write_csv(out / "per_run.csv", per_run, ["arm", "seed", "subset", "metric", "value", "ci_low", "ci_high", "n"])
+    summary = summarise(per_run)
+    path = out / "summary.csv"
+    _write_csv(path, summary, list(summary[0]))
+    _write_csv(out / "shortcut.csv", shortcut_table(out / "models"), list(SHORTCUT_COLUMNS))
+    from harness.report import shapes_experiment_figure
+
+    shapes_experiment_figure(path, out / "shapes_experiment.png")
+    return path
+
+
+def _finished(folder: Path) -> bool:
+    manifest = folder / "finetune_config.json"
+    if not manifest.is_file():
+        return False
+    extra = json.loads(manifest.read_text(encoding="utf-8")).get("extra", {})
+    return extra.get("step") == extra.get("total_steps")
+
+
+def _rows_of(out: Path, model: str) -> list[dict[str, Any]]:
+    """The rows already scored for a model (newest run), so that a rerun does not score it again."""
+    path = out / "leaderboard.csv"
+    if not path.is_file():
+        return []
+    model_name = model.removeprefix("local-dir:")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["model"].removeprefix("local-dir:") in
+                (model_name, str(Path(model_name).resolve()))]
+    if not rows:
+        return []
+    newest = max(r["run_id"] for r in rows)
+    return [{k: (float(v) if k in ("value", "ci_low", "ci_high") else v) for k, v in r.items()}
+            for r in rows if r["run_id"] == newest]
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and 95% Student-t interval of a few values (nan bounds for a single value)."""
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan
+    half = T_975.get(len(x) - 1, 1.96) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return mean, mean - half, mean + half
+
+
+def summarise(per_run: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per arm, subset and metric: mean over seeds with a t-interval; for fine-tuned arms also the
+    paired difference to the control of the same seed. Single runs (toy CLIP, diffusion) keep
+    their bootstrap interval over items."""
+    keys = sorted({(r["subset"], r["metric"]) for r in per_run})
+    names = list(dict.fromkeys(r["arm"] for r in per_run))
+    value = {(r["arm"], str(r["seed"]), r["subset"], r["metric"]): float(r["value"]) for r in per_run}
+    out = []
+    for arm in names:
+        mine = [r for r in per_run if r["arm"] == arm]
+        seeds = sorted({str(r["seed"]) for r in mine})
+        for subset, metric in keys:
+            rows = [r for r in mine if (r["subset"], r["metric"]) == (subset, metric)]
+            if not rows:
+                continue
+            if seeds == [""]:
+                row = rows[0]
+                mean, low, high = float(row["value"]), float(row["ci_low"]), float(row["ci_high"])
+                interval = "bootstrap over items"
+            else:
+                mean, low, high = t_interval([float(r["value"]) for r in rows])
+                interval = f"t over {len(rows)} seeds"
+            entry = {"arm": arm, "subset": subset, "metric": metric, "mean": round(mean, 3),
+                     "ci_low": round(low, 3), "ci_high": round(high, 3), "interval": interval, "runs": len(rows),
+                     "diff_vs_control": "", "diff_ci_low": "", "diff_ci_high": ""}
+            if arm.startswith("sds-"):
+                diffs = [value[(arm, s, subset, metric)] - value[("control", s, subset, metric)]
+                         for s in seeds if ("control", s, subset, metric) in value]
+                if diffs:
+                    d, d_low, d_high = t_interval(diffs)
+                    entry.update(diff_vs_control=round(d, 3), diff_ci_low=round(d_low, 3), diff_ci_high=round(d_high, 3))
+            out.append(entry)
+    return out
+
+
+SHORTCUT_COLUMNS = ("run", "steps", "clip_first", "clip_last", "sds_first", "sds_last", "grad_norm_clip_mean",
+                    "grad_norm_sds_mean", "sds_to_clip_grad_ratio")
+
+
+def shortcut_table(models_dir: Path) -> list[dict[str, Any]]:
+    """From each run's losses.csv: both loss terms at the start and the end (mean of the first and
+    last 10 steps), and the mean gradient norm each term sends into CLIP's trained LayerNorms."""
+    from models.finetune import iter_losses
+
+    rows = []
+    for folder in sorted(p for p in Path(models_dir).iterdir() if (p / "losses.csv").is_file()):
+        history = list(iter_losses(folder))
+
+        def mean(key: str, part: slice) -> float:
+            vals = [float(r[key]) for r in history[part] if r.get(key) not in (None, "", "nan")]
+            vals = [v for v in vals if v == v]
+            return round(float(np.mean(vals)), 5) if vals else math.nan
+
+        clip_norm, sds_norm = mean("grad_norm_clip", slice(None)), mean("grad_norm_sds", slice(None))
+        rows.append({"run": folder.name, "steps": len(history), "clip_first": mean("clip", slice(0, 10)),
+                     "clip_last": mean("clip", slice(-10, None)), "sds_first": mean("sds", slice(0, 10)),
+                     "sds_last": mean("sds", slice(-10, None)), "grad_norm_clip_mean": clip_norm,
+                     "grad_norm_sds_mean": sds_norm,
+                     "sds_to_clip_grad_ratio": round(sds_norm / clip_norm, 5) if clip_norm else math.nan})
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    if not rows:
+        raise HarnessError(f"nothing to write to {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)

@@ -1,0 +1,465 @@
+"""Train the toy models of the shapes world from scratch on the CPU (``harness toy train``).
+
+Four stages, each on the shapes training split only (held-out object pairs never appear):
+
+1. CLIP: an open_clip ``CLIP`` built from ``TOY_CLIP_CONFIG``, symmetric InfoNCE with a learned
+   temperature.
+2. VAE: a diffusers ``AutoencoderKL`` (32 px -> 8x8x4 latents), reconstruction + a small KL term;
+   its ``scaling_factor`` is set so that the latents have unit variance, as SD's 0.18215 does.
+3. UNet + text encoder: a ``UNet2DConditionModel`` and a transformers ``CLIPTextModel`` trained
+   together with SD's epsilon objective and noise schedule, dropping the caption 10% of the time
+   (the unconditional prediction the diffusion scorer subtracts).
+4. SDS-CLIP: ``harness finetune`` from the toy CLIP and the toy pipeline, with its defaults.
+
+The results are ordinary model folders (open_clip ``local-dir:``, ``save_pretrained``, a
+``harness finetune`` output), so they go through the same loading code as real checkpoints. Weights
+are stored in fp16 to keep the folders small; they load into fp32 models. Every stage logs its loss
+and, every few hundred steps, its accuracy on relation and attribute swaps of held-out validation
+scenes (a seed the benchmarks do not use) to ``training_log.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from benchmarks import shapes
+from models.toy import TOY_DIR
+
+log = logging.getLogger("harness")
+
+IMAGE_SIZE = 32
+CONTEXT_LENGTH = 32  # the longest shapes caption is 16 tokens with its start and end tokens
+VALIDATION_SEED = 7919  # held-out scenes for the learning curves; the benchmarks use seeds 0..3 (x1000)
+
+TOY_CLIP_CONFIG: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 4, "width": 96, "head_width": 24, "patch_size": 4},
+    "text_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
+}
+
+
+@dataclass(frozen=True)
+class ToyBudget:
+    """Steps per stage. ``full`` is what the shipped weights were trained with (about 30 minutes
+    on 2 CPU cores); ``smoke`` only checks that the chain runs."""
+
+    pool: int  # rendered training scenes, sampled with replacement
+    clip_steps: int
+    clip_batch: int
+    vae_steps: int
+    vae_batch: int
+    unet_steps: int
+    unet_batch: int
+    sds_steps: int
+    eval_every: int
+    eval_items: int
+
+
+BUDGETS = {
+    "full": ToyBudget(pool=40_000, clip_steps=1400, clip_batch=64, vae_steps=800, vae_batch=32,
+                      unet_steps=2800, unet_batch=64, sds_steps=100, eval_every=400, eval_items=200),
+    "smoke": ToyBudget(pool=256, clip_steps=4, clip_batch=16, vae_steps=4, vae_batch=8,
+                       unet_steps=4, unet_batch=16, sds_steps=2, eval_every=2, eval_items=8),
+}
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+def render_pool(n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """``n`` training scenes as uint8 images (n, 3, 32, 32) and their captions."""
+    pairs = shapes.training_pairs(n, seed)
+    images = np.stack([np.asarray(shapes.render(scene, IMAGE_SIZE)) for scene, _ in pairs])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), [caption for _, caption in pairs]
+
+
+@dataclass
+class SwapSet:
+    """Validation scenes of held-out pairs, each with its caption and two same-word negatives."""
+
+    images: torch.Tensor  # uint8 (n, 3, 32, 32)
+    true: list[str]
+    relation: list[str]  # objects swapped
+    attribute: list[str]  # colours swapped
+
+
+def swap_set(n: int) -> SwapSet:
+    pool = shapes.scenes(n, VALIDATION_SEED, test=True)
+    images = np.stack([np.asarray(shapes.render(scene, IMAGE_SIZE)) for scene in pool])
+    return SwapSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), [s.caption() for s in pool],
+                   [s.swapped_objects().caption() for s in pool], [s.swapped_colours().caption() for s in pool])
+
+
+def clip_pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> CLIP's input, normalised as open_clip's preprocess does for the toy CLIP."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    return (images.float() / 255 - mean) / std
+
+
+def vae_pixels(images: torch.Tensor) -> torch.Tensor:
+    return images.float() / 127.5 - 1
+
+
+def _lr(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+class TrainingLog:
+    """Rows of (stage, step, seconds, metric, value), rewritten to the CSV at each evaluation so
+    that a crash keeps what was logged."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.rows = path, []
+
+    def add(self, stage: str, step: int, seconds: float, **values: float) -> None:
+        for metric, value in values.items():
+            self.rows.append({"stage": stage, "step": step, "seconds": round(seconds, 1), "metric": metric,
+                              "value": round(float(value), 5)})
+
+    def flush(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["stage", "step", "seconds", "metric", "value"])
+            writer.writeheader()
+            writer.writerows(self.rows)
+        tmp.replace(self.path)
+
+
+def _loop(stage: str, steps: int, step_fn: Callable[[int], float], evaluate: Callable[[], dict[str, float]],
+          budget: ToyBudget, log_: TrainingLog, progress: bool) -> None:
+    """Run ``step_fn`` ``steps`` times; log the running loss and ``evaluate()`` every eval_every steps."""
+    started, running = time.perf_counter(), []
+    bar = tqdm(range(steps), desc=f"toy {stage}", disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        running.append(step_fn(step))
+        bar.set_postfix(loss=f"{running[-1]:.4f}")
+        if (step + 1) % budget.eval_every == 0 or step + 1 == steps:
+            log_.add(stage, step + 1, time.perf_counter() - started, loss=float(np.mean(running)), **evaluate())
+            log_.flush()
+            running = []
+
+
+# -- 1. CLIP --------------------------------------------------------------------------------------
+
+def clip_swap_accuracy(model, tokenizer, swaps: SwapSet) -> dict[str, float]:
+    """Share of validation scenes whose caption beats its relation / attribute swap (strictly)."""
+    model.eval()
+    with torch.no_grad():
+        image = F.normalize(model.encode_image(clip_pixels(swaps.images)), dim=-1)
+        out = {}
+        for kind in ("relation", "attribute"):
+            true = F.normalize(model.encode_text(tokenizer(swaps.true)), dim=-1)
+            wrong = F.normalize(model.encode_text(tokenizer(getattr(swaps, kind))), dim=-1)
+            out[f"{kind}_acc"] = float(((image * true).sum(-1) > (image * wrong).sum(-1)).float().mean())
+    model.train()
+    return out
+
+
+def train_clip(out: Path, budget: ToyBudget, seed: int, pool: tuple[torch.Tensor, list[str]], swaps: SwapSet,
+               log_: TrainingLog, progress: bool) -> Path:
+    import open_clip
+    from open_clip.tokenizer import SimpleTokenizer
+
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**TOY_CLIP_CONFIG)
+    tokenizer = SimpleTokenizer(context_length=CONTEXT_LENGTH)
+    images, captions = pool
+    pixels = clip_pixels(images)
+    tokens = tokenizer(captions)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    rng = np.random.default_rng([seed, 1])
+
+    def step(k: int) -> float:
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(k, budget.clip_steps, 1e-3, 100)
+        idx = torch.from_numpy(rng.choice(len(captions), budget.clip_batch, replace=False))
+        image = F.normalize(model.encode_image(pixels[idx]), dim=-1)
+        text = F.normalize(model.encode_text(tokens[idx]), dim=-1)
+        logits = model.logit_scale.exp().clamp(max=100) * image @ text.T
+        labels = torch.arange(len(idx))
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    model.train()
+    _loop("clip", budget.clip_steps, step, lambda: clip_swap_accuracy(model, tokenizer, swaps), budget, log_,
+          progress)
+    return save_open_clip_folder(model.eval(), TOY_CLIP_CONFIG, out)
+
+
+def save_open_clip_folder(model: torch.nn.Module, model_cfg: dict[str, Any], folder: Path) -> Path:
+    """An open_clip ``local-dir:`` folder: open_clip_config.json and fp16 safetensors weights."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    preprocess = {k: list(v) if isinstance(v, tuple) else v
+                  for k, v in open_clip.get_model_preprocess_cfg(model).items()}
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2) + "\n", encoding="utf-8")
+    save_file(_half_state(model), str(folder / "open_clip_model.safetensors"))
+    return folder
+
+
+def _half_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
+            for k, v in model.state_dict().items()}
+
+
+# -- 2. VAE ---------------------------------------------------------------------------------------
+
+def toy_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, sample_size=IMAGE_SIZE, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8,
+    )
+
+
+def train_vae(budget: ToyBudget, seed: int, pool: tuple[torch.Tensor, list[str]], log_: TrainingLog,
+              progress: bool):
+    torch.manual_seed(seed)
+    vae = toy_vae().train()
+    images = pool[0]
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    rng = np.random.default_rng([seed, 2])
+    probe = vae_pixels(images[:256])
+
+    def step(k: int) -> float:
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(k, budget.vae_steps, 1e-3, 50)
+        x = vae_pixels(images[torch.from_numpy(rng.choice(len(images), budget.vae_batch, replace=False))])
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        loss = F.mse_loss(recon, x) + 1e-6 * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def evaluate() -> dict[str, float]:
+        vae.eval()
+        with torch.no_grad():
+            mean = vae.encode(probe).latent_dist.mean
+            mse = F.mse_loss(vae.decode(mean).sample, probe).item()
+        vae.train()
+        return {"recon_mse": mse, "latent_std": float(mean.std())}
+
+    _loop("vae", budget.vae_steps, step, evaluate, budget, log_, progress)
+    vae.eval()
+    with torch.no_grad():  # SD scales latents to unit variance (0.18215 for its VAE); so do we
+        std = float(vae.encode(probe).latent_dist.mean.std())
+    vae.register_to_config(scaling_factor=1.0 / std)
+    return vae
+
+
+# -- 3. UNet + text encoder -----------------------------------------------------------------------
+
+def shapes_words() -> list[str]:
+    """Every word the shapes world writes, for the toy pipeline's reduced CLIP vocabulary."""
+    text = " ".join([*shapes.TEMPLATES, *shapes.ZEROSHOT_TEMPLATES, *shapes.COLOURS, *shapes.SHAPES, *shapes.SIZES,
+                     *shapes.RELATIONS])
+    return sorted(set(text.replace("{", " ").replace("}", " ").split()))
+
+
+def toy_text_encoder(vocab_size: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    # the reduced vocabulary puts the start and end tokens last
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=256, num_hidden_layers=3,
+        num_attention_heads=4, max_position_embeddings=CONTEXT_LENGTH, hidden_act="quick_gelu", projection_dim=64,
+        bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1))
+
+
+def toy_unet():
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=IMAGE_SIZE // 4, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(48, 96), layers_per_block=1, attention_head_dim=4, norm_num_groups=16,
+        cross_attention_dim=64,
+    )
+
+
+def toy_scheduler():
+    from diffusers import DDPMScheduler
+
+    # Stable Diffusion 1.x/2.x-base's training schedule
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                         beta_end=0.012, prediction_type="epsilon", clip_sample=False, steps_offset=1)
+
+
+def diffusion_swap_accuracy(unet, text_encoder, tokenizer, latents: torch.Tensor, swaps: SwapSet,
+                            alphas_cumprod: torch.Tensor) -> dict[str, float]:
+    """Share of validation scenes whose caption gives a lower denoising error than its swap, with
+    five fixed timesteps and one shared noise draw (a cheap version of the diffusion scorer)."""
+    unet.eval(), text_encoder.eval()
+    timesteps = torch.tensor([100, 300, 500, 700, 900])
+    g = torch.Generator().manual_seed(0)
+    eps = torch.randn((len(timesteps), *latents.shape[1:]), generator=g)
+    abar = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+
+    def errors(captions: list[str]) -> torch.Tensor:
+        out = []
+        with torch.no_grad():
+            ids = _ids(tokenizer, captions)
+            cond = text_encoder(ids)[0]
+            for z, c in zip(latents, cond):
+                x_t = abar.sqrt() * z + (1 - abar).sqrt() * eps
+                pred = unet(x_t, timesteps, encoder_hidden_states=c.expand(len(timesteps), -1, -1)).sample
+                out.append(((pred - eps) ** 2).mean())
+        return torch.stack(out)
+
+    true = errors(swaps.true)
+    result = {f"{kind}_acc": float((true < errors(getattr(swaps, kind))).float().mean())
+              for kind in ("relation", "attribute")}
+    unet.train(), text_encoder.train()
+    return result
+
+
+def _ids(tokenizer, captions: list[str]) -> torch.Tensor:
+    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+def train_sd(out: Path, budget: ToyBudget, seed: int, pool: tuple[torch.Tensor, list[str]], swaps: SwapSet,
+             log_: TrainingLog, progress: bool) -> Path:
+    from diffusers import StableDiffusionPipeline
+
+    from models.clip_tokenizer import build_clip_tokenizer, write_clip_vocab_files
+
+    vae = train_vae(budget, seed, pool, log_, progress)
+    images, captions = pool
+    with torch.no_grad():  # the VAE is frozen from here on: encode the pool once
+        latents = torch.cat([vae.encode(vae_pixels(images[i:i + 512])).latent_dist.mean
+                             for i in range(0, len(images), 512)]) * vae.config.scaling_factor
+        swap_latents = vae.encode(vae_pixels(swaps.images)).latent_dist.mean * vae.config.scaling_factor
+    tokenizer = build_clip_tokenizer(CONTEXT_LENGTH, words=shapes_words())
+    ids = _ids(tokenizer, captions)
+    empty = _ids(tokenizer, [""])[0]
+    torch.manual_seed(seed)
+    unet, text_encoder, scheduler = toy_unet().train(), toy_text_encoder(len(tokenizer)).train(), toy_scheduler()
+    alphas_cumprod = scheduler.alphas_cumprod.float()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.0)
+    rng = np.random.default_rng([seed, 3])
+    generator = torch.Generator().manual_seed(seed)
+
+    def step(k: int) -> float:
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(k, budget.unet_steps, 5e-4, 200)
+        idx = torch.from_numpy(rng.choice(len(captions), budget.unet_batch, replace=False))
+        z, batch_ids = latents[idx], ids[idx].clone()
+        batch_ids[torch.rand(len(idx), generator=generator) < 0.1] = empty  # condition dropout
+        t = torch.randint(0, 1000, (len(idx),), generator=generator)
+        eps = torch.randn(z.shape, generator=generator)
+        abar = alphas_cumprod[t].view(-1, 1, 1, 1)
+        pred = unet(abar.sqrt() * z + (1 - abar).sqrt() * eps, t, encoder_hidden_states=text_encoder(batch_ids)[0]).sample
+        loss = F.mse_loss(pred, eps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        return loss.item()
+
+    _loop("unet", budget.unet_steps, step,
+          lambda: diffusion_swap_accuracy(unet, text_encoder, tokenizer, swap_latents, swaps, alphas_cumprod),
+          budget, log_, progress)
+    pipe = StableDiffusionPipeline(
+        vae=vae.eval().half(), text_encoder=text_encoder.eval().half(), tokenizer=tokenizer, unet=unet.eval().half(),
+        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(out)
+    write_clip_vocab_files(out / "tokenizer", words=shapes_words())
+    return out
+
+
+# -- 4. SDS-CLIP ----------------------------------------------------------------------------------
+
+def train_sds_clip(out: Path, clip_dir: Path, sd_dir: Path, budget: ToyBudget, seed: int, progress: bool) -> Path:
+    """``harness finetune`` with its defaults (lambda 1, full SDS gradient) from the two toy models,
+    then stored in fp16 like them. Its losses.csv is the log."""
+    from safetensors.torch import load_file, save_file
+
+    from models.finetune import FinetuneConfig, finetune
+
+    with tempfile.TemporaryDirectory() as tmp:
+        captions = shapes.write_training_set(Path(tmp) / "data", n=budget.sds_steps * 64 + 64, seed=seed + 1)
+        config = FinetuneConfig(clip=f"local-dir:{clip_dir}", sd=str(sd_dir), out=str(Path(tmp) / "run"),
+                                captions=str(captions), batch_size=64, epochs=1, lr=1e-3, head_lr=1e-2,
+                                warmup_steps=max(1, budget.sds_steps // 10), max_steps=budget.sds_steps,
+                                save_every=budget.sds_steps, workers=0, device="cpu", seed=seed)
+        run = finetune(config, progress=progress)
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(run, out, ignore=shutil.ignore_patterns("trainer_state.pt", "*.tmp"))
+    # name the base models by their place in the project, not by this machine's paths
+    manifest = json.loads((out / "finetune_config.json").read_text(encoding="utf-8"))
+    manifest.update(clip=f"local-dir:{_relative(clip_dir)}", sd=str(_relative(sd_dir)), captions="shapes training split",
+                    out=str(_relative(out)))
+    manifest["extra"]["base_clip"] = manifest["clip"]
+    (out / "finetune_config.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    weights = out / "open_clip_model.safetensors"
+    save_file({k: v.half() for k, v in load_file(str(weights)).items()}, str(weights))
+    return out
+
+
+def _relative(path: Path) -> Path:
+    root = TOY_DIR.parent.parent
+    return path.resolve().relative_to(root) if path.resolve().is_relative_to(root) else path
+
+
+# -- all of it ------------------------------------------------------------------------------------
+
+def train_toy_models(out: Path = TOY_DIR, budget: str = "full", seed: int = 0, progress: bool = True) -> dict[str, Path]:
+    """Train the toy CLIP, the toy SD pipeline and the toy SDS-CLIP into ``out``; returns their folders."""
+    from harness.errors import HarnessError
+
+    if budget not in BUDGETS:
+        raise HarnessError(f"--budget {budget!r} is not one of {', '.join(BUDGETS)}")
+    plan = BUDGETS[budget]
+    out = Path(out)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    log_ = TrainingLog(out / "training_log.csv")
+    started = time.perf_counter()
+    pool = render_pool(plan.pool, seed)
+    swaps = swap_set(plan.eval_items)
+    folders = {"clip": train_clip(out / "clip", plan, seed, pool, swaps, log_, progress)}
+    folders["diffusion"] = train_sd(out / "sd", plan, seed, pool, swaps, log_, progress)
+    folders["sds-clip"] = train_sds_clip(out / "sds-clip", folders["clip"], folders["diffusion"], plan, seed,
+                                         progress)
+    manifest = {"budget": budget, "seed": seed, "plan": asdict(plan), "clip_config": TOY_CLIP_CONFIG,
+                "minutes": round((time.perf_counter() - started) / 60, 1), "torch_threads": torch.get_num_threads()}
+    (out / "toy_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    from harness.report import toy_training_figure
+
+    toy_training_figure(out / "training_log.csv", out / "training_curves.png")
+    log.info("toy models written to %s in %.1f min", out, manifest["minutes"])
+    return folders

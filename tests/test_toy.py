@@ -1,0 +1,144 @@
+"""The toy models: the reduced tokenizer, training at a smoke budget, the default model, the
+shipped weights, and the experiment's statistics."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from harness.errors import HarnessError, MissingWeightsError
+from models.clip_tokenizer import build_clip_tokenizer
+from models.toy import TOY_DIR, default_model
+
+
+def test_the_reduced_tokenizer_cuts_shapes_captions_as_the_full_one_does():
+    from benchmarks import shapes
+    from models.toy.train import shapes_words
+
+    full, small = build_clip_tokenizer(32), build_clip_tokenizer(32, words=shapes_words())
+    assert len(small) < 1000 < len(full)
+    captions = [caption for _, caption in shapes.training_pairs(300, seed=5)] + ["a drawing of a hexagon.", ""]
+    for caption in captions:
+        assert full.convert_ids_to_tokens(full(caption).input_ids) == \
+            small.convert_ids_to_tokens(small(caption).input_ids), caption
+    # a word outside the world still tokenizes, into smaller pieces, never into unknown tokens
+    pieces = small.convert_ids_to_tokens(small("zebra").input_ids)
+    assert "".join(pieces[1:-1]).replace("</w>", "") == "zebra"
+
+
+def test_default_model_names_the_toy_folder_or_says_how_to_make_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_TOY_DIR", str(tmp_path))
+    with pytest.raises(MissingWeightsError, match=r"toy clip model is missing: .*clip/open_clip_config.json.*"
+                                                  r"harness toy train"):
+        default_model("clip")
+    with pytest.raises(HarnessError, match="no toy model for scorer 'winoground'.*clip, diffusion, sds-clip"):
+        default_model("winoground")
+    monkeypatch.delenv("HARNESS_TOY_DIR")
+    assert default_model("clip") == f"local-dir:{TOY_DIR / 'clip'}"
+
+
+@pytest.fixture(scope="module")
+def smoke_toys(tmp_path_factory):
+    from models.toy.train import train_toy_models
+
+    root = tmp_path_factory.mktemp("toys")
+    return root, train_toy_models(root, budget="smoke", progress=False)
+
+
+def test_smoke_training_writes_models_that_the_real_loaders_read(smoke_toys):
+    from models.clip import load_open_clip
+    from models.diffusion import load_pipeline
+
+    root, folders = smoke_toys
+    clip, _, tokenizer, _, _ = load_open_clip(f"local-dir:{folders['clip']}", None)
+    assert next(clip.parameters()).dtype == torch.float32  # stored in fp16, loaded in fp32
+    assert tokenizer(["a red circle"]).shape == (1, 32)
+    vae, text_encoder, sd_tokenizer, unet, scheduler = load_pipeline(str(folders["diffusion"]))
+    assert {next(m.parameters()).dtype for m in (vae, text_encoder, unet)} == {torch.float32}
+    assert text_encoder.config.vocab_size == len(sd_tokenizer) < 1000
+    assert scheduler["prediction_type"] == "epsilon" and vae.config.scaling_factor != 0.18215
+    manifest = json.loads((folders["sds-clip"] / "finetune_config.json").read_text())
+    assert manifest["extra"]["base_clip"] == f"local-dir:{folders['clip']}"  # outside the repo: kept absolute
+    with open(root / "training_log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["stage"] for r in rows} == {"clip", "vae", "unet"}
+    assert {"loss", "relation_acc", "attribute_acc", "recon_mse"} <= {r["metric"] for r in rows}
+    assert all(math.isfinite(float(r["value"])) for r in rows)
+    assert json.loads((root / "toy_manifest.json").read_text())["budget"] == "smoke"
+
+
+@pytest.mark.parametrize("scorer", ["clip", "diffusion", "sds-clip"])
+def test_run_without_a_model_uses_the_toy_model_of_the_scorer(smoke_toys, tmp_path, monkeypatch, scorer):
+    from harness.runner import run
+
+    monkeypatch.setenv("HARNESS_TOY_DIR", str(smoke_toys[0]))
+    options = {"timesteps": 2} if scorer == "diffusion" else {}
+    result = run(scorer=scorer, results_dir=tmp_path, limit=6, progress=False, workers=0, options=options,
+                 bench_options={"n": 3})
+    assert {row["subset"] for row in result.rows} >= {"winoground", "relation"}  # the first 6 items
+    assert all(str(smoke_toys[0]) in row["model"] for row in result.rows)
+
+
+def test_the_shipped_toy_models_run_the_readme_main_job(tmp_path):
+    """`harness run` with no options: the toy CLIP on every shapes subset, real numbers."""
+    if not (TOY_DIR / "clip" / "open_clip_config.json").is_file():
+        pytest.fail(f"the shipped toy CLIP is missing from {TOY_DIR}; run `harness toy train`")
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--results-dir", str(tmp_path), "--no-progress",
+                           "--bench-opt", "n=50"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "leaderboard.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["subset"] for r in rows} >= {"winoground", "relation", "attribute", "zeroshot"}
+    assert all(0 <= float(r["value"]) <= 100 for r in rows) and rows[0]["model"].endswith("toy/clip")
+
+
+def test_t_interval_and_the_paired_summary():
+    from models.toy.experiment import summarise, t_interval
+
+    mean, low, high = t_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and high - mean == pytest.approx(4.303 / math.sqrt(3))
+    assert math.isnan(t_interval([5.0])[1])
+    per_run = [{"arm": "toy clip", "seed": "", "subset": "relation", "metric": "accuracy", "value": 50.0,
+                "ci_low": 45.0, "ci_high": 55.0}]
+    for seed, (control, sds) in enumerate([(60.0, 61.0), (62.0, 64.0), (58.0, 61.0)]):
+        per_run += [{"arm": "control", "seed": seed, "subset": "relation", "metric": "accuracy", "value": control},
+                    {"arm": "sds-linear-full", "seed": seed, "subset": "relation", "metric": "accuracy",
+                     "value": sds}]
+    rows = {r["arm"]: r for r in summarise(per_run)}
+    assert rows["toy clip"]["interval"] == "bootstrap over items" and rows["toy clip"]["ci_low"] == 45.0
+    assert rows["control"]["mean"] == 60.0 and rows["control"]["runs"] == 3
+    assert rows["sds-linear-full"]["diff_vs_control"] == 2.0  # paired by seed: 1, 2, 3
+    assert rows["sds-linear-full"]["diff_ci_low"] == pytest.approx(2 - 4.303 / math.sqrt(3), abs=1e-3)
+
+
+@pytest.mark.slow
+def test_the_whole_chain_on_a_reduced_budget(smoke_toys, tmp_path):
+    """Toy models at the smoke budget, then the experiment: fine-tunings, scorings, summary, figure.
+    Checks that it completes and writes its rows, not a particular outcome."""
+    from harness.report import make_report
+    from models.toy.experiment import ExperimentPlan, arms, run_experiment
+
+    plan = ExperimentPlan(seeds=(0, 1), heads=("linear", "frozen-fit"), grads=("full", "detached"), steps=3,
+                          batch_size=8, items=4)
+    summary = run_experiment(tmp_path / "shapes-experiment", plan, toy_root=smoke_toys[0], progress=False)
+    with open(summary, newline="") as f:
+        rows = list(csv.DictReader(f))
+    names = {"toy clip", "toy diffusion score"} | {arm.name for arm in arms(plan)}
+    assert {r["arm"] for r in rows} == names
+    assert {r["subset"] for r in rows} == {"winoground", "relation", "attribute", "zeroshot"}
+    assert all(r["diff_vs_control"] != "" for r in rows if r["arm"].startswith("sds-"))
+    with open(tmp_path / "shapes-experiment" / "shortcut.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(plan.seeds) * len(arms(plan))
+    assert (tmp_path / "shapes-experiment" / "shapes_experiment.png").stat().st_size > 0
+    # a rerun finds everything done and scores nothing again
+    before = (tmp_path / "shapes-experiment" / "leaderboard.csv").read_text()
+    run_experiment(tmp_path / "shapes-experiment", plan, toy_root=smoke_toys[0], progress=False)
+    assert (tmp_path / "shapes-experiment" / "leaderboard.csv").read_text() == before
+    report = make_report(tmp_path)
+    assert "shapes-experiment.png" in report.read_text() and (report.parent / "shapes-experiment.png").is_file()
