@@ -265,6 +265,23 @@ def toy_train(
         typer.echo(f"{scorer:<10} {folder}")
 
 
+@toy_app.command("extend-sd")
+def toy_extend_sd(
+    out: Annotated[Path, typer.Option(help="Folder for the further-trained pipeline and its training_log.csv.")],
+    steps: Annotated[int, typer.Option(help="Further UNet + text encoder steps.")] = 2800,
+    sd: Annotated[Optional[Path], typer.Option(help="The pipeline to start from. Default: the toy one.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the fresh training scenes.")] = 1,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train the toy pipeline's UNet and text encoder further (a larger training budget)."""
+    from models.toy import default_model
+    from models.toy.train import extend_sd
+
+    with _user_errors():
+        folder = extend_sd(sd or Path(default_model("diffusion")), out, steps, seed=seed, progress=progress)
+    typer.echo(f"pipeline written to {folder}; score it with `harness run --scorer diffusion --model {folder}`")
+
+
 @toy_app.command("experiment")
 def toy_experiment(
     out: Annotated[Path, typer.Option(help="Folder of the experiment's rows, runs and fine-tuned models.")] = Path(

@@ -62,6 +62,11 @@ def _bars(df: pd.DataFrame, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+# chance levels of the shapes subsets: 1x2 swaps, Winoground's strict 2x2 metrics, 8 shapes
+SHAPES_CHANCE = {("relation", "accuracy"): 50.0, ("attribute", "accuracy"): 50.0, ("winoground", "text"): 25.0,
+                 ("winoground", "image"): 25.0, ("winoground", "group"): 16.67, ("zeroshot", "accuracy"): 12.5}
+
+
 def shapes_experiment_figure(summary_csv: Path, path: Path) -> Path:
     """One panel per shapes subset and metric, one bar per arm of the experiment (toy CLIP, toy
     diffusion score, the lambda = 0 control, each SDS-CLIP design), with 95% intervals: across
@@ -89,7 +94,10 @@ def shapes_experiment_figure(summary_csv: Path, path: Path) -> Path:
         ax.bar(range(len(arms)), values, yerr=np.vstack([low, high]), capsize=2,
                color=[colours(k % 10) for k in range(len(arms))])
         ax.set_xticks(range(len(arms)), arms, rotation=60, ha="right", fontsize=7)
-        ax.set_title(f"shapes:{subset} {metric}", fontsize=9)
+        chance = SHAPES_CHANCE.get((subset, metric))
+        if chance is not None:
+            ax.axhline(chance, color="gray", lw=0.8, ls="--")
+        ax.set_title(f"shapes:{subset} {metric}" + (f" (chance {chance:g})" if chance is not None else ""), fontsize=9)
         ax.set_ylim(0, 105)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
@@ -132,6 +140,38 @@ def toy_training_figure(log_csv: Path, path: Path) -> Path:
     return path
 
 
+def shapes_experiment_table(summary_csv: Path) -> str:
+    """The summary as a markdown table: one row per arm, one column per subset/metric, each cell
+    "mean [low, high]"; for SDS-CLIP arms a second line per cell with the paired difference to
+    the control."""
+    import csv
+
+    from tabulate import tabulate
+
+    with open(summary_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    columns = list(dict.fromkeys((r["subset"], r["metric"]) for r in rows))
+    table = []
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        cells = {(r["subset"], r["metric"]): r for r in rows if r["arm"] == arm}
+        line = [arm]
+        for key in columns:
+            r = cells.get(key)
+            if r is None:
+                line.append("")
+                continue
+            text = f"{float(r['mean']):.1f} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+            if r["diff_vs_control"] != "":
+                text += f"<br>Δ {float(r['diff_vs_control']):+.1f} [{_fmt(r['diff_ci_low'])}, {_fmt(r['diff_ci_high'])}]"
+            line.append(text)
+        table.append(line)
+    return tabulate(table, headers=["arm", *[f"{s} {m}" for s, m in columns]], tablefmt="github")
+
+
+def _fmt(value: str) -> str:
+    return "–" if value in ("", "nan") or value != value else f"{float(value):.1f}"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
@@ -171,10 +211,11 @@ def make_report(results_dir: Path, out_dir: Path | None = None) -> Path:
                 lines += ["### By tag", "", f"![winoground by tag]({figure})", ""]
     experiment = results_dir / "shapes-experiment" / "summary.csv"
     if experiment.is_file():
+
         shapes_experiment_figure(experiment, out_dir / "shapes-experiment.png")
         lines += ["## The shapes experiment", "", f"From `{experiment}` (`harness toy experiment`): means over seeds "
                   "with t-intervals for fine-tuned arms, bootstrap intervals over items for single runs.", "",
-                  "![shapes experiment](shapes-experiment.png)", ""]
+                  "![shapes experiment](shapes-experiment.png)", "", shapes_experiment_table(experiment), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

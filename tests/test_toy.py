@@ -73,6 +73,18 @@ def test_smoke_training_writes_models_that_the_real_loaders_read(smoke_toys):
     assert json.loads((root / "toy_manifest.json").read_text())["budget"] == "smoke"
 
 
+def test_extending_the_toy_pipeline_trains_on_and_logs_its_curve(smoke_toys, tmp_path):
+    from models.diffusion import load_pipeline
+    from models.toy.train import extend_sd
+
+    before = load_pipeline(str(smoke_toys[1]["diffusion"]))[3].state_dict()
+    out = extend_sd(smoke_toys[1]["diffusion"], tmp_path / "longer", steps=2, budget="smoke", progress=False)
+    after = load_pipeline(str(out))[3].state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    with open(out / "training_log.csv", newline="") as f:
+        assert {r["stage"] for r in csv.DictReader(f)} == {"unet-extended"}
+
+
 @pytest.mark.parametrize("scorer", ["clip", "diffusion", "sds-clip"])
 def test_run_without_a_model_uses_the_toy_model_of_the_scorer(smoke_toys, tmp_path, monkeypatch, scorer):
     from harness.runner import run

@@ -351,22 +351,44 @@ def _ids(tokenizer, captions: list[str]) -> torch.Tensor:
 
 def train_sd(out: Path, budget: ToyBudget, seed: int, pool: tuple[torch.Tensor, list[str]], swaps: SwapSet,
              log_: TrainingLog, progress: bool) -> Path:
-    from diffusers import StableDiffusionPipeline
-
-    from models.clip_tokenizer import build_clip_tokenizer, write_clip_vocab_files
+    from models.clip_tokenizer import build_clip_tokenizer
 
     vae = train_vae(budget, seed, pool, log_, progress)
+    tokenizer = build_clip_tokenizer(CONTEXT_LENGTH, words=shapes_words())
+    torch.manual_seed(seed)
+    unet, text_encoder = toy_unet(), toy_text_encoder(len(tokenizer))
+    _train_denoiser("unet", budget.unet_steps, vae, unet, text_encoder, tokenizer, budget, seed, pool, swaps, log_,
+                    progress)
+    return _save_pipeline(out, vae, text_encoder, tokenizer, unet)
+
+
+def extend_sd(sd_dir: Path, out: Path, steps: int, seed: int = 1, budget: str = "full", progress: bool = True) -> Path:
+    """Train a toy pipeline's UNet and text encoder ``steps`` more (fresh scenes from ``seed``, a new
+    warm-up and cosine schedule); a larger training budget, logged to ``out/training_log.csv``."""
+    from models.diffusion import load_pipeline
+
+    vae, text_encoder, tokenizer, unet, _ = load_pipeline(str(sd_dir))
+    plan = BUDGETS[budget]
+    out = Path(out)
+    log_ = TrainingLog(out / "training_log.csv")
+    _train_denoiser("unet-extended", steps, vae, unet, text_encoder, tokenizer, plan, seed,
+                    render_pool(plan.pool, seed), swap_set(plan.eval_items), log_, progress)
+    return _save_pipeline(out, vae, text_encoder, tokenizer, unet)
+
+
+def _train_denoiser(stage: str, steps: int, vae, unet, text_encoder, tokenizer, budget: ToyBudget, seed: int,
+                    pool: tuple[torch.Tensor, list[str]], swaps: SwapSet, log_: TrainingLog, progress: bool) -> None:
+    """SD's epsilon objective on the frozen VAE's latents, UNet and text encoder trained together."""
     images, captions = pool
-    with torch.no_grad():  # the VAE is frozen from here on: encode the pool once
+    vae.eval()
+    with torch.no_grad():  # the VAE is frozen here: encode the pool once
         latents = torch.cat([vae.encode(vae_pixels(images[i:i + 512])).latent_dist.mean
                              for i in range(0, len(images), 512)]) * vae.config.scaling_factor
         swap_latents = vae.encode(vae_pixels(swaps.images)).latent_dist.mean * vae.config.scaling_factor
-    tokenizer = build_clip_tokenizer(CONTEXT_LENGTH, words=shapes_words())
     ids = _ids(tokenizer, captions)
     empty = _ids(tokenizer, [""])[0]
-    torch.manual_seed(seed)
-    unet, text_encoder, scheduler = toy_unet().train(), toy_text_encoder(len(tokenizer)).train(), toy_scheduler()
-    alphas_cumprod = scheduler.alphas_cumprod.float()
+    unet.train(), text_encoder.train()
+    alphas_cumprod = toy_scheduler().alphas_cumprod.float()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.0)
     rng = np.random.default_rng([seed, 3])
@@ -374,7 +396,7 @@ def train_sd(out: Path, budget: ToyBudget, seed: int, pool: tuple[torch.Tensor, 
 
     def step(k: int) -> float:
         for group in optimizer.param_groups:
-            group["lr"] = _lr(k, budget.unet_steps, 5e-4, 200)
+            group["lr"] = _lr(k, steps, 5e-4, 200)
         idx = torch.from_numpy(rng.choice(len(captions), budget.unet_batch, replace=False))
         z, batch_ids = latents[idx], ids[idx].clone()
         batch_ids[torch.rand(len(idx), generator=generator) < 0.1] = empty  # condition dropout
@@ -389,12 +411,20 @@ def train_sd(out: Path, budget: ToyBudget, seed: int, pool: tuple[torch.Tensor, 
         optimizer.step()
         return loss.item()
 
-    _loop("unet", budget.unet_steps, step,
+    _loop(stage, steps, step,
           lambda: diffusion_swap_accuracy(unet, text_encoder, tokenizer, swap_latents, swaps, alphas_cumprod),
           budget, log_, progress)
+
+
+def _save_pipeline(out: Path, vae, text_encoder, tokenizer, unet) -> Path:
+    """A save_pretrained folder, weights in fp16, with the BPE files beside tokenizer.json."""
+    from diffusers import StableDiffusionPipeline
+
+    from models.clip_tokenizer import write_clip_vocab_files
+
     pipe = StableDiffusionPipeline(
         vae=vae.eval().half(), text_encoder=text_encoder.eval().half(), tokenizer=tokenizer, unet=unet.eval().half(),
-        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        scheduler=toy_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out)
     write_clip_vocab_files(out / "tokenizer", words=shapes_words())
