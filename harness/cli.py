@@ -248,7 +248,8 @@ def _csv_list(text: str, cast=str) -> tuple:
 @toy_app.command("train")
 def toy_train(
     out: Annotated[Optional[Path], typer.Option(
-        help="Where the toy models go. Default: models/toy in the package (replaces the shipped ones).")] = None,
+        help="Where the toy models go. Default: models/toy in the package: the shipped ones are replaced in place "
+             "(after a crash, rerun, or `git checkout models/toy`).")] = None,
     budget: Annotated[str, typer.Option(help="full (the shipped models, ~30 min on 2 cores) or smoke (seconds).")
                       ] = "full",
     seed: Annotated[int, typer.Option(help="Seed of the training scenes and initialisations.")] = 0,
@@ -294,6 +295,7 @@ def toy_experiment(
     steps: Annotated[int, typer.Option(help="Fine-tuning steps per run.")] = 150,
     items: Annotated[int, typer.Option(help="Test items per shapes subset.")] = 400,
     toy_root: Annotated[Optional[Path], typer.Option(help="Folder of the toy models. Default: models/toy.")] = None,
+    device: Annotated[str, typer.Option(help="auto (cuda if available), cpu, cuda, ...")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Toy CLIP vs toy diffusion score vs SDS-CLIP vs the lambda = 0 control on every shapes subset,
@@ -303,7 +305,7 @@ def toy_experiment(
     with _user_errors():
         plan = ExperimentPlan(seeds=_csv_list(seeds, int), heads=_csv_list(heads), grads=_csv_list(grads), lam=lam,
                               steps=steps, items=items)
-        path = run_experiment(out, plan, toy_root=toy_root, progress=progress)
+        path = run_experiment(out, plan, toy_root=toy_root, device=device, progress=progress)
     typer.echo(f"summary written to {path}; figure {path.parent / 'shapes_experiment.png'}")
 
 

@@ -110,7 +110,7 @@ def test_the_shipped_toy_models_run_the_readme_main_job(tmp_path):
     assert all(0 <= float(r["value"]) <= 100 for r in rows) and rows[0]["model"].endswith("toy/clip")
 
 
-def test_t_interval_and_the_paired_summary():
+def test_t_interval_and_the_paired_summary(tmp_path):
     from models.toy.experiment import summarise, t_interval
 
     mean, low, high = t_interval([1.0, 2.0, 3.0])
@@ -127,6 +127,14 @@ def test_t_interval_and_the_paired_summary():
     assert rows["control"]["mean"] == 60.0 and rows["control"]["runs"] == 3
     assert rows["sds-linear-full"]["diff_vs_control"] == 2.0  # paired by seed: 1, 2, 3
     assert rows["sds-linear-full"]["diff_ci_low"] == pytest.approx(2 - 4.303 / math.sqrt(3), abs=1e-3)
+
+    from harness.report import shapes_experiment_table
+    from models.toy.experiment import _write_csv
+
+    summary = summarise(per_run)
+    _write_csv(tmp_path / "summary.csv", summary, list(summary[0]))
+    table = shapes_experiment_table(tmp_path / "summary.csv")
+    assert "| toy clip " in table and "50.0 [45.0, 55.0]" in table and "Δ +2.0 [" in table
 
 
 @pytest.mark.slow

@@ -66,12 +66,18 @@ def arms(plan: ExperimentPlan) -> list[Arm]:
 
 
 def run_experiment(out: Path, plan: ExperimentPlan = ExperimentPlan(), toy_root: Path | None = None,
-                   progress: bool = True) -> Path:
+                   device: str = "auto", progress: bool = True) -> Path:
     """Fine-tune, score and summarise; returns the summary CSV's path."""
     from harness.runner import run as run_benchmark
     from models.finetune import FinetuneConfig, finetune
     from models.toy import default_model
 
+    from models.finetune import HEADS
+
+    bad = [h for h in plan.heads if h not in HEADS] + [g for g in plan.grads if g not in ("full", "detached")]
+    if bad or not plan.seeds:
+        raise HarnessError(f"experiment plan: {bad or 'no seeds'} not valid; --heads takes {', '.join(HEADS)}, "
+                           "--grads full and/or detached, --seeds at least one seed")
     out = Path(out)
     clip, sd = default_model("clip", toy_root), default_model("diffusion", toy_root)
     data = out / "data" / "captions.csv"
@@ -83,7 +89,7 @@ def run_experiment(out: Path, plan: ExperimentPlan = ExperimentPlan(), toy_root:
         done = _rows_of(out, model)
         if done:
             return done
-        result = run_benchmark(scorer=scorer, bench="shapes", model=model, results_dir=out, device="cpu",
+        result = run_benchmark(scorer=scorer, bench="shapes", model=model, results_dir=out, device=device,
                                bench_options={"n": plan.items}, progress=progress, workers=0)
         return list(result.rows)
 
@@ -98,7 +104,7 @@ def run_experiment(out: Path, plan: ExperimentPlan = ExperimentPlan(), toy_root:
                     clip=clip, sd=sd, out=str(folder), captions=str(data), lam=arm.lam, head=arm.head,
                     sds_grad=arm.grad, lr=plan.lr, head_lr=plan.head_lr, batch_size=plan.batch_size, epochs=1,
                     warmup_steps=max(1, plan.steps // 10), max_steps=plan.steps, save_every=plan.steps,
-                    grad_norm_every=10, workers=0, device="cpu", seed=seed)
+                    grad_norm_every=10, workers=0, device=device, seed=seed)
                 finetune(config, resume=(folder / "trainer_state.pt").exists(), progress=progress)
             per_run += [{**row, "arm": arm.name, "seed": seed} for row in score("sds-clip", str(folder))]
     _write_csv(out / "per_run.csv", per_run, ["arm", "seed", "subset", "metric", "value", "ci_low", "ci_high", "n"])

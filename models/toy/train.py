@@ -476,7 +476,6 @@ def train_toy_models(out: Path = TOY_DIR, budget: str = "full", seed: int = 0, p
         raise HarnessError(f"--budget {budget!r} is not one of {', '.join(BUDGETS)}")
     plan = BUDGETS[budget]
     out = Path(out)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     log_ = TrainingLog(out / "training_log.csv")
     started = time.perf_counter()
     pool = render_pool(plan.pool, seed)
