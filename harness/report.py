@@ -2,9 +2,10 @@
 
 For every benchmark: one bar chart of its main metrics (subsets without a ``field=value``
 breakdown) for each scorer/model, with the 95% bootstrap intervals as error bars; for Winoground
-also the scores by ``collapsed_tag``; the shapes experiment's figure when
-``<results-dir>/shapes-experiment/summary.csv`` exists. The newest run of each (scorer, model, benchmark, subset,
-metric) is shown. Output: PNG files and ``report.md`` linking them, in ``<results-dir>/report/``.
+also the scores by ``collapsed_tag``; the shapes experiment's figure and table when
+``<results-dir>/shapes-experiment/summary.csv`` exists. The newest run of each (scorer, model,
+benchmark, subset, metric) is shown. Output: PNG files and ``report.md`` linking them, in
+``<results-dir>/report/``.
 """
 
 from __future__ import annotations
@@ -31,12 +32,19 @@ def _label(row: pd.Series) -> str:
     return f"{row['scorer']}: {model}{pretrained}"
 
 
-def _bars(df: pd.DataFrame, title: str, path: Path) -> None:
-    """Grouped bars: one group per subset/metric column, one bar per scorer/model, CI whiskers."""
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend: files only, no display needed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _bars(df: pd.DataFrame, title: str, path: Path) -> None:
+    """Grouped bars: one group per subset/metric column, one bar per scorer/model, CI whiskers."""
+    plt = _pyplot()
     import numpy as np
 
     df = df.assign(column=df["subset"].astype(str) + "\n" + df["metric"], label=df.apply(_label, axis=1))
@@ -71,10 +79,7 @@ def shapes_experiment_figure(summary_csv: Path, path: Path) -> Path:
     """One panel per shapes subset and metric, one bar per arm of the experiment (toy CLIP, toy
     diffusion score, the lambda = 0 control, each SDS-CLIP design), with 95% intervals: across
     seeds for fine-tuned arms, over items for the single runs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import numpy as np
     import pandas as pd
 
@@ -112,10 +117,7 @@ def shapes_experiment_figure(summary_csv: Path, path: Path) -> Path:
 def toy_training_figure(log_csv: Path, path: Path) -> Path:
     """The toy models' learning curves from ``training_log.csv``: each stage's loss, and the swap
     accuracies of CLIP and of the diffusion model on held-out validation scenes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import pandas as pd
 
     df = pd.read_csv(log_csv)
@@ -211,7 +213,6 @@ def make_report(results_dir: Path, out_dir: Path | None = None) -> Path:
                 lines += ["### By tag", "", f"![winoground by tag]({figure})", ""]
     experiment = results_dir / "shapes-experiment" / "summary.csv"
     if experiment.is_file():
-
         shapes_experiment_figure(experiment, out_dir / "shapes-experiment.png")
         lines += ["## The shapes experiment", "", f"From `{experiment}` (`harness toy experiment`): means over seeds "
                   "with t-intervals for fine-tuned arms, bootstrap intervals over items for single runs.", "",
