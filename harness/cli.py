@@ -248,8 +248,8 @@ def _csv_list(text: str, cast=str) -> tuple:
 @toy_app.command("train")
 def toy_train(
     out: Annotated[Optional[Path], typer.Option(
-        help="Where the toy models go. Default: models/toy in the package: the shipped ones are replaced in place "
-             "(after a crash, rerun, or `git checkout models/toy`).")] = None,
+        help="Where the toy models go. Default: models/toy in the package; the models there are replaced only "
+             "when training finishes.")] = None,
     budget: Annotated[str, typer.Option(help="full (the shipped models, ~30 min on 2 cores) or smoke (seconds).")
                       ] = "full",
     seed: Annotated[int, typer.Option(help="Seed of the training scenes and initialisations.")] = 0,

@@ -73,6 +73,26 @@ def test_smoke_training_writes_models_that_the_real_loaders_read(smoke_toys):
     assert json.loads((root / "toy_manifest.json").read_text())["budget"] == "smoke"
 
 
+def test_a_crash_in_training_leaves_the_previous_toy_models_whole(smoke_toys, tmp_path, monkeypatch):
+    import shutil
+
+    from models.toy import train
+
+    out = tmp_path / "toys"
+    shutil.copytree(smoke_toys[0], out)
+    before = (out / "clip" / "open_clip_model.safetensors").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(train, "train_sd", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        train.train_toy_models(out, budget="smoke", progress=False)
+    assert (out / "clip" / "open_clip_model.safetensors").read_bytes() == before
+    staged = list(out.glob(".toy-train-*"))
+    assert len(staged) == 1 and (staged[0] / "clip" / "open_clip_config.json").is_file()
+
+
 def test_extending_the_toy_pipeline_trains_on_and_logs_its_curve(smoke_toys, tmp_path):
     from models.diffusion import load_pipeline
     from models.toy.train import extend_sd

@@ -24,6 +24,7 @@ import csv
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -433,9 +434,11 @@ def _save_pipeline(out: Path, vae, text_encoder, tokenizer, unet) -> Path:
 
 # -- 4. SDS-CLIP ----------------------------------------------------------------------------------
 
-def train_sds_clip(out: Path, clip_dir: Path, sd_dir: Path, budget: ToyBudget, seed: int, progress: bool) -> Path:
+def train_sds_clip(out: Path, clip_dir: Path, sd_dir: Path, budget: ToyBudget, seed: int, progress: bool,
+                   final_root: Path | None = None) -> Path:
     """``harness finetune`` with its defaults (lambda 1, full SDS gradient) from the two toy models,
-    then stored in fp16 like them. Its losses.csv is the log."""
+    then stored in fp16 like them. Its losses.csv is the log. Its manifest names the base models
+    where they will finally be (``final_root``, when they are trained in a staging folder)."""
     from safetensors.torch import load_file, save_file
 
     from models.finetune import FinetuneConfig, finetune
@@ -452,8 +455,9 @@ def train_sds_clip(out: Path, clip_dir: Path, sd_dir: Path, budget: ToyBudget, s
         shutil.copytree(run, out, ignore=shutil.ignore_patterns("trainer_state.pt", "*.tmp"))
     # name the base models by their place in the project, not by this machine's paths
     manifest = json.loads((out / "finetune_config.json").read_text(encoding="utf-8"))
-    manifest.update(clip=f"local-dir:{_relative(clip_dir)}", sd=str(_relative(sd_dir)), captions="shapes training split",
-                    out=str(_relative(out)))
+    root = Path(final_root) if final_root is not None else out.parent
+    manifest.update(clip=f"local-dir:{_relative(root / clip_dir.name)}", sd=str(_relative(root / sd_dir.name)),
+                    captions="shapes training split", out=str(_relative(root / out.name)))
     manifest["extra"]["base_clip"] = manifest["clip"]
     (out / "finetune_config.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     weights = out / "open_clip_model.safetensors"
@@ -468,27 +472,45 @@ def _relative(path: Path) -> Path:
 
 # -- all of it ------------------------------------------------------------------------------------
 
+ARTIFACTS = ("clip", "sd", "sds-clip", "training_log.csv", "training_curves.png", "toy_manifest.json")
+
+
 def train_toy_models(out: Path = TOY_DIR, budget: str = "full", seed: int = 0, progress: bool = True) -> dict[str, Path]:
-    """Train the toy CLIP, the toy SD pipeline and the toy SDS-CLIP into ``out``; returns their folders."""
+    """Train the toy CLIP, the toy SD pipeline and the toy SDS-CLIP into ``out``; returns their folders.
+
+    Everything is trained in a staging folder inside ``out`` and moved into place only at the end,
+    so a crash leaves the previous models whole (and the staging folder, with its log, for a look).
+    """
     from harness.errors import HarnessError
 
     if budget not in BUDGETS:
         raise HarnessError(f"--budget {budget!r} is not one of {', '.join(BUDGETS)}")
     plan = BUDGETS[budget]
     out = Path(out)
-    log_ = TrainingLog(out / "training_log.csv")
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".toy-train-", dir=out))
+    log_ = TrainingLog(staging / "training_log.csv")
     started = time.perf_counter()
-    pool = render_pool(plan.pool, seed)
-    swaps = swap_set(plan.eval_items)
-    folders = {"clip": train_clip(out / "clip", plan, seed, pool, swaps, log_, progress)}
-    folders["diffusion"] = train_sd(out / "sd", plan, seed, pool, swaps, log_, progress)
-    folders["sds-clip"] = train_sds_clip(out / "sds-clip", folders["clip"], folders["diffusion"], plan, seed,
-                                         progress)
+    try:
+        pool = render_pool(plan.pool, seed)
+        swaps = swap_set(plan.eval_items)
+        clip_dir = train_clip(staging / "clip", plan, seed, pool, swaps, log_, progress)
+        sd_dir = train_sd(staging / "sd", plan, seed, pool, swaps, log_, progress)
+        train_sds_clip(staging / "sds-clip", clip_dir, sd_dir, plan, seed, progress, final_root=out)
+    except BaseException:
+        log.error("toy training stopped; the models in %s are unchanged, the partial run is in %s", out, staging)
+        raise
     manifest = {"budget": budget, "seed": seed, "plan": asdict(plan), "clip_config": TOY_CLIP_CONFIG,
                 "minutes": round((time.perf_counter() - started) / 60, 1), "torch_threads": torch.get_num_threads()}
-    (out / "toy_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (staging / "toy_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     from harness.report import toy_training_figure
 
-    toy_training_figure(out / "training_log.csv", out / "training_curves.png")
+    toy_training_figure(staging / "training_log.csv", staging / "training_curves.png")
+    for name in ARTIFACTS:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(staging / name, target)
+    shutil.rmtree(staging, ignore_errors=True)
     log.info("toy models written to %s in %.1f min", out, manifest["minutes"])
-    return folders
+    return {"clip": out / "clip", "diffusion": out / "sd", "sds-clip": out / "sds-clip"}
