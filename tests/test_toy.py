@@ -161,6 +161,8 @@ def test_t_interval_and_the_paired_summary(tmp_path):
 def test_the_whole_chain_on_a_reduced_budget(smoke_toys, tmp_path):
     """Toy models at the smoke budget, then the experiment: fine-tunings, scorings, summary, figure.
     Checks that it completes and writes its rows, not a particular outcome."""
+    from dataclasses import replace
+
     from harness.report import make_report
     from models.toy.experiment import ExperimentPlan, arms, run_experiment
 
@@ -180,5 +182,7 @@ def test_the_whole_chain_on_a_reduced_budget(smoke_toys, tmp_path):
     before = (tmp_path / "shapes-experiment" / "leaderboard.csv").read_text()
     run_experiment(tmp_path / "shapes-experiment", plan, toy_root=smoke_toys[0], progress=False)
     assert (tmp_path / "shapes-experiment" / "leaderboard.csv").read_text() == before
+    with pytest.raises(HarnessError, match=r"other settings \(steps: 3 -> 4\).*another --out"):
+        run_experiment(tmp_path / "shapes-experiment", replace(plan, steps=4), toy_root=smoke_toys[0], progress=False)
     report = make_report(tmp_path)
     assert "shapes-experiment.png" in report.read_text() and (report.parent / "shapes-experiment.png").is_file()

@@ -80,6 +80,7 @@ def run_experiment(out: Path, plan: ExperimentPlan = ExperimentPlan(), toy_root:
                            "--grads full and/or detached, --seeds at least one seed")
     out = Path(out)
     clip, sd = default_model("clip", toy_root), default_model("diffusion", toy_root)
+    _check_same_plan(out / "plan.json", plan)
     data = out / "data" / "captions.csv"
     if not data.is_file():
         shapes.write_training_set(out / "data", n=plan.steps * plan.batch_size, seed=plan.data_seed)
@@ -116,6 +117,22 @@ def run_experiment(out: Path, plan: ExperimentPlan = ExperimentPlan(), toy_root:
 
     shapes_experiment_figure(path, out / "shapes_experiment.png")
     return path
+
+
+# what every run of a folder must share; seeds, heads and gradient modes may be added later
+SHARED_PLAN = ("lam", "steps", "batch_size", "lr", "head_lr", "items", "data_seed")
+
+
+def _check_same_plan(path: Path, plan: ExperimentPlan) -> None:
+    """A rerun reuses the finished fine-tunings and scores in ``out``: refuse if they were made
+    with other settings, rather than mixing them."""
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    changed = [f"{k}: {saved.get(k)} -> {getattr(plan, k)}" for k in SHARED_PLAN if saved.get(k) != getattr(plan, k)]
+    if changed:
+        raise HarnessError(f"{path.parent} holds an experiment with other settings ({'; '.join(changed)}); "
+                           "pass another --out, or delete that folder to start over")
 
 
 def _finished(folder: Path) -> bool:
