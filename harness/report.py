@@ -164,14 +164,15 @@ def shapes_experiment_table(summary_csv: Path) -> str:
                 continue
             text = f"{float(r['mean']):.1f} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
             if r["diff_vs_control"] != "":
-                text += f"<br>Δ {float(r['diff_vs_control']):+.1f} [{_fmt(r['diff_ci_low'])}, {_fmt(r['diff_ci_high'])}]"
+                text += (f"<br>Δ {float(r['diff_vs_control']):+.1f} "
+                         f"[{_fmt(r['diff_ci_low'])}, {_fmt(r['diff_ci_high'])}]")
             line.append(text)
         table.append(line)
     return tabulate(table, headers=["arm", *[f"{s} {m}" for s, m in columns]], tablefmt="github")
 
 
 def _fmt(value: str) -> str:
-    return "–" if value in ("", "nan") or value != value else f"{float(value):.1f}"
+    return "–" if value in ("", "nan") else f"{float(value):.1f}"
 
 
 def _slug(text: str) -> str:

@@ -69,10 +69,8 @@ def run_experiment(out: Path, plan: ExperimentPlan = ExperimentPlan(), toy_root:
                    device: str = "auto", progress: bool = True) -> Path:
     """Fine-tune, score and summarise; returns the summary CSV's path."""
     from harness.runner import run as run_benchmark
-    from models.finetune import FinetuneConfig, finetune
+    from models.finetune import HEADS, FinetuneConfig, finetune
     from models.toy import default_model
-
-    from models.finetune import HEADS
 
     bad = [h for h in plan.heads if h not in HEADS] + [g for g in plan.grads if g not in ("full", "detached")]
     if bad or not plan.seeds:
@@ -199,7 +197,8 @@ def summarise(per_run: list[dict[str, Any]]) -> list[dict[str, Any]]:
                          for s in seeds if ("control", s, subset, metric) in value]
                 if diffs:
                     d, d_low, d_high = t_interval(diffs)
-                    entry.update(diff_vs_control=round(d, 3), diff_ci_low=round(d_low, 3), diff_ci_high=round(d_high, 3))
+                    entry.update(diff_vs_control=round(d, 3), diff_ci_low=round(d_low, 3),
+                                 diff_ci_high=round(d_high, 3))
             out.append(entry)
     return out
 
@@ -213,31 +212,30 @@ def shortcut_table(models_dir: Path) -> list[dict[str, Any]]:
     last 10 steps), and the mean gradient norm each term sends into CLIP's trained LayerNorms."""
     from models.finetune import iter_losses
 
+    def mean(history: list[dict[str, str]], key: str, part: slice) -> float:
+        """Mean of a column over some steps, skipping steps that did not log it (empty or nan)."""
+        vals = [float(r[key]) for r in history[part] if r.get(key) not in (None, "")]
+        vals = [v for v in vals if not math.isnan(v)]
+        return round(float(np.mean(vals)), 5) if vals else math.nan
+
     rows = []
     for folder in sorted(p for p in Path(models_dir).iterdir() if (p / "losses.csv").is_file()):
         history = list(iter_losses(folder))
-
-        def mean(key: str, part: slice) -> float:
-            vals = [float(r[key]) for r in history[part] if r.get(key) not in (None, "", "nan")]
-            vals = [v for v in vals if v == v]
-            return round(float(np.mean(vals)), 5) if vals else math.nan
-
-        clip_norm, sds_norm = mean("grad_norm_clip", slice(None)), mean("grad_norm_sds", slice(None))
-        rows.append({"run": folder.name, "steps": len(history), "clip_first": mean("clip", slice(0, 10)),
-                     "clip_last": mean("clip", slice(-10, None)), "sds_first": mean("sds", slice(0, 10)),
-                     "sds_last": mean("sds", slice(-10, None)), "grad_norm_clip_mean": clip_norm,
-                     "grad_norm_sds_mean": sds_norm,
-                     "sds_to_clip_grad_ratio": round(sds_norm / clip_norm, 5) if clip_norm else math.nan})
+        clip_norm = mean(history, "grad_norm_clip", slice(None))
+        sds_norm = mean(history, "grad_norm_sds", slice(None))
+        rows.append({
+            "run": folder.name, "steps": len(history),
+            "clip_first": mean(history, "clip", slice(0, 10)), "clip_last": mean(history, "clip", slice(-10, None)),
+            "sds_first": mean(history, "sds", slice(0, 10)), "sds_last": mean(history, "sds", slice(-10, None)),
+            "grad_norm_clip_mean": clip_norm, "grad_norm_sds_mean": sds_norm,
+            "sds_to_clip_grad_ratio": round(sds_norm / clip_norm, 5) if clip_norm else math.nan,
+        })
     return rows
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    from harness.results import write_csv_atomic
+
     if not rows:
         raise HarnessError(f"nothing to write to {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    write_csv_atomic(path, rows, columns)

@@ -20,7 +20,6 @@ scenes (a seed the benchmarks do not use) to ``training_log.csv``.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -81,11 +80,16 @@ BUDGETS = {
 
 # -- data -----------------------------------------------------------------------------------------
 
+def _render(scenes: list[shapes.Scene]) -> torch.Tensor:
+    """Scenes as uint8 images (n, 3, 32, 32)."""
+    images = np.stack([np.asarray(shapes.render(scene, IMAGE_SIZE)) for scene in scenes])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+
 def render_pool(n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """``n`` training scenes as uint8 images (n, 3, 32, 32) and their captions."""
+    """``n`` training scenes as images and their captions."""
     pairs = shapes.training_pairs(n, seed)
-    images = np.stack([np.asarray(shapes.render(scene, IMAGE_SIZE)) for scene, _ in pairs])
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), [caption for _, caption in pairs]
+    return _render([scene for scene, _ in pairs]), [caption for _, caption in pairs]
 
 
 @dataclass
@@ -100,8 +104,7 @@ class SwapSet:
 
 def swap_set(n: int) -> SwapSet:
     pool = shapes.scenes(n, VALIDATION_SEED, test=True)
-    images = np.stack([np.asarray(shapes.render(scene, IMAGE_SIZE)) for scene in pool])
-    return SwapSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), [s.caption() for s in pool],
+    return SwapSet(_render(pool), [s.caption() for s in pool],
                    [s.swapped_objects().caption() for s in pool], [s.swapped_colours().caption() for s in pool])
 
 
@@ -137,13 +140,9 @@ class TrainingLog:
                               "value": round(float(value), 5)})
 
     def flush(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=["stage", "step", "seconds", "metric", "value"])
-            writer.writeheader()
-            writer.writerows(self.rows)
-        tmp.replace(self.path)
+        from harness.results import write_csv_atomic
+
+        write_csv_atomic(self.path, self.rows, ["stage", "step", "seconds", "metric", "value"])
 
 
 def _loop(stage: str, steps: int, step_fn: Callable[[int], float], evaluate: Callable[[], dict[str, float]],
@@ -167,9 +166,9 @@ def clip_swap_accuracy(model, tokenizer, swaps: SwapSet) -> dict[str, float]:
     model.eval()
     with torch.no_grad():
         image = F.normalize(model.encode_image(clip_pixels(swaps.images)), dim=-1)
+        true = F.normalize(model.encode_text(tokenizer(swaps.true)), dim=-1)
         out = {}
         for kind in ("relation", "attribute"):
-            true = F.normalize(model.encode_text(tokenizer(swaps.true)), dim=-1)
             wrong = F.normalize(model.encode_text(tokenizer(getattr(swaps, kind))), dim=-1)
             out[f"{kind}_acc"] = float(((image * true).sum(-1) > (image * wrong).sum(-1)).float().mean())
     model.train()
@@ -404,7 +403,8 @@ def _train_denoiser(stage: str, steps: int, vae, unet, text_encoder, tokenizer, 
         t = torch.randint(0, 1000, (len(idx),), generator=generator)
         eps = torch.randn(z.shape, generator=generator)
         abar = alphas_cumprod[t].view(-1, 1, 1, 1)
-        pred = unet(abar.sqrt() * z + (1 - abar).sqrt() * eps, t, encoder_hidden_states=text_encoder(batch_ids)[0]).sample
+        x_t = abar.sqrt() * z + (1 - abar).sqrt() * eps
+        pred = unet(x_t, t, encoder_hidden_states=text_encoder(batch_ids)[0]).sample
         loss = F.mse_loss(pred, eps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -475,7 +475,8 @@ def _relative(path: Path) -> Path:
 ARTIFACTS = ("clip", "sd", "sds-clip", "training_log.csv", "training_curves.png", "toy_manifest.json")
 
 
-def train_toy_models(out: Path = TOY_DIR, budget: str = "full", seed: int = 0, progress: bool = True) -> dict[str, Path]:
+def train_toy_models(out: Path = TOY_DIR, budget: str = "full", seed: int = 0,
+                     progress: bool = True) -> dict[str, Path]:
     """Train the toy CLIP, the toy SD pipeline and the toy SDS-CLIP into ``out``; returns their folders.
 
     Everything is trained in a staging folder inside ``out`` and moved into place only at the end,
