@@ -40,7 +40,9 @@ from PIL import Image
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, HarnessError, MissingDataError
 from harness.images import decode_image
+from harness.files import atomic_write_text
 from harness.metrics import accuracy_row, by_subset, macro_accuracy_row, strictly_first
+from harness.options import FilePath, Int, Option
 
 SUBSETS = ("vg-relation", "vg-attribution", "coco-order", "flickr30k-order")
 SYMMETRIC_RELATIONS_FILE = Path(__file__).parent / "data" / "aro_vgr_symmetric_relations.txt"
@@ -144,52 +146,71 @@ def _field(record: dict[str, Any], field: str, index: int, path: Path) -> Any:
     return record[field]
 
 
+class TaggerOption:
+    """``spacy`` (the reference's en_core_web_sm), or ``module:function`` naming a function from a
+    text to (token, Penn Treebank tag) pairs (a function object, from Python)."""
+
+    label = "spacy|module:function"
+
+    def __call__(self, value: Any) -> Any:
+        if callable(value) or value == "spacy":
+            return value
+        text = str(value).strip()
+        module_name, colon, attr = text.partition(":")
+        if not colon or not module_name or not attr:
+            raise ValueError(f"expected spacy or module:function, got {value!r}")
+        import importlib
+
+        try:
+            function = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"cannot import {text}: {err}") from None
+        if not callable(function):
+            raise ValueError(f"{text} is not a function")
+        return function
+
+
 class ARO(Benchmark):
-    """Options (``--bench-opt key=value``): vg_relation_json, vg_attribution_json, vg_images,
-    coco_json, coco_root, flickr_json, flickr_root (paths); order_seed (default 0) and frozen_dir
-    (default <data-root>/aro/frozen) for the order subsets' frozen perturbations."""
+    """Options: ``harness ls aro``."""
 
     name = "aro"
     version = "1"
     subsets = SUBSETS
     comparisons = "text_argmax"
+    OPTIONS = (
+        Option("vg_relation_json", FilePath(), None, "default: <data-root>/aro/visual_genome_relation.json"),
+        Option("vg_attribution_json", FilePath(), None, "default: <data-root>/aro/visual_genome_attribution.json"),
+        Option("vg_images", FilePath(), None, "Visual Genome images (default: <data-root>/aro/images)"),
+        Option("coco_json", FilePath(), None, "default: <data-root>/coco/coco_karpathy_test.json"),
+        Option("coco_root", FilePath(), None, "folder the COCO annotation's image paths start from "
+                                              "(default: <data-root>/coco)"),
+        Option("flickr_json", FilePath(), None, "default: <data-root>/flickr30k/flickr30k_test.json"),
+        Option("flickr_root", FilePath(), None, "folder the Flickr30k annotation's image paths start from "
+                                                "(default: <data-root>/flickr30k)"),
+        Option("order_seed", Int(0), 0, "seed of the frozen word-order perturbations (coco-order, flickr30k-order)"),
+        Option("frozen_dir", FilePath(), None, "where frozen perturbations are kept "
+                                               "(default: <data-root>/aro/frozen)"),
+        Option("tagger", TaggerOption(), "spacy", "part-of-speech tagger that draws the order perturbations"),
+    )
 
-    def __init__(
-        self,
-        data_root: Path,
-        subset: str | None = None,
-        *,
-        vg_relation_json: str | Path | None = None,
-        vg_attribution_json: str | Path | None = None,
-        vg_images: str | Path | None = None,
-        coco_json: str | Path | None = None,
-        coco_root: str | Path | None = None,
-        flickr_json: str | Path | None = None,
-        flickr_root: str | Path | None = None,
-        order_seed: int | str = 0,
-        frozen_dir: str | Path | None = None,
-        tagger: Tagger | None = None,
-    ) -> None:
-        super().__init__(data_root, subset)
-        root = self.data_root
+    def __init__(self, data_root: Path, subset: str | None = None, **options: Any) -> None:
+        super().__init__(data_root, subset, **options)
+        o, root = self.options, self.data_root
         self.annotations = {
-            "vg-relation": Path(vg_relation_json or root / "aro" / "visual_genome_relation.json"),
-            "vg-attribution": Path(vg_attribution_json or root / "aro" / "visual_genome_attribution.json"),
-            "coco-order": Path(coco_json or root / "coco" / "coco_karpathy_test.json"),
-            "flickr30k-order": Path(flickr_json or root / "flickr30k" / "flickr30k_test.json"),
+            "vg-relation": Path(o["vg_relation_json"] or root / "aro" / "visual_genome_relation.json"),
+            "vg-attribution": Path(o["vg_attribution_json"] or root / "aro" / "visual_genome_attribution.json"),
+            "coco-order": Path(o["coco_json"] or root / "coco" / "coco_karpathy_test.json"),
+            "flickr30k-order": Path(o["flickr_json"] or root / "flickr30k" / "flickr30k_test.json"),
         }
         # image refs start with one of these keys; the rest of the ref is a path under the root
         self.image_roots = {
-            "vg": Path(vg_images or root / "aro" / "images"),
-            "coco": Path(coco_root or root / "coco"),
-            "flickr30k": Path(flickr_root or root / "flickr30k"),
+            "vg": Path(o["vg_images"] or root / "aro" / "images"),
+            "coco": Path(o["coco_root"] or root / "coco"),
+            "flickr30k": Path(o["flickr_root"] or root / "flickr30k"),
         }
-        try:
-            self.order_seed = int(order_seed)
-        except ValueError as err:
-            raise HarnessError(f"order_seed must be an integer, got {order_seed!r}") from err
-        self.frozen_dir = Path(frozen_dir or root / "aro" / "frozen")
-        self._tagger = tagger
+        self.order_seed = o["order_seed"]
+        self.frozen_dir = Path(o["frozen_dir"] or root / "aro" / "frozen")
+        self._tagger = None if o["tagger"] == "spacy" else o["tagger"]
         self._frozen: dict[str, tuple[Path, str, int]] = {}  # subset -> (file, sha256, degenerate items)
         self._items: list[Item] | None = None
 
@@ -300,10 +321,7 @@ class ARO(Benchmark):
             "seed": self.order_seed, "generator_version": ORDER_GENERATOR_VERSION, "tagger": tagger_name,
             "option_order": ["original", *PERTURBATIONS], "items": out,
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
 
     # -- images -----------------------------------------------------------------------------------
     def load_image(self, ref: str) -> Image.Image:

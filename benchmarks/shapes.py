@@ -32,7 +32,8 @@ from PIL import Image, ImageDraw
 
 from harness.api import Benchmark, DataRequirement, Item, MetricRow, Prompts
 from harness.errors import HarnessError
-from harness.metrics import accuracy_row, by_subset, grouped_accuracy_rows, strictly_first
+from harness.metrics import accuracy_row, by_subset, grouped_accuracy_rows, strictly_first, winoground_outcome
+from harness.options import Int, Option
 
 COLOURS = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (50, 80, 220), "yellow": (235, 210, 40),
@@ -206,20 +207,21 @@ def in_batch_swap_rate(captions: Sequence[str], batch_size: int) -> float:
 
 
 class Shapes(Benchmark):
-    """Options (``--bench-opt key=value``): n (items per subset, default 400), seed (default 0),
-    image_size (default 32)."""
+    """Options: ``harness ls shapes``."""
 
     name = "shapes"
     version = "1"
     subsets = SUBSETS
     comparisons = "matrix"
+    OPTIONS = (
+        Option("n", Int(1), 400, "items per subset"),
+        Option("seed", Int(0), 0, "which held-out scenes (each seed its own stream)"),
+        Option("image_size", Int(16), 32, "scene size in pixels"),
+    )
 
-    def __init__(self, data_root: Path, subset: str | None = None, *, n: int | str = 400, seed: int | str = 0,
-                 image_size: int | str = 32) -> None:
-        super().__init__(data_root, subset)
-        self.n, self.seed, self.image_size = int(n), int(seed), int(image_size)
-        if self.n < 1 or self.image_size < 16:
-            raise HarnessError(f"shapes needs n >= 1 and image_size >= 16, got n={self.n}, image_size={self.image_size}")
+    def __init__(self, data_root: Path, subset: str | None = None, **options: Any) -> None:
+        super().__init__(data_root, subset, **options)
+        self.n, self.seed, self.image_size = self.options["n"], self.options["seed"], self.options["image_size"]
         self._zeroshot_classes = tuple(
             Prompts(shape, tuple(t.format(c=shape) for t in ZEROSHOT_TEMPLATES)) for shape in SHAPES)
 
@@ -258,8 +260,6 @@ class Shapes(Benchmark):
     def outcome(self, item: Item, scores: np.ndarray) -> dict[str, Any]:
         s = np.asarray(scores)
         if item.meta["subset"] == "winoground":
-            from benchmarks.winoground import winoground_outcome
-
             return winoground_outcome(s)
         return {"correct": strictly_first(s, item.truth[0])}
 

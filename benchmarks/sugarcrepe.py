@@ -22,6 +22,7 @@ from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
 from harness.metrics import accuracy_row, by_subset, macro_accuracy_row, strictly_first
+from harness.options import FilePath, Option
 
 SUBSETS = ("replace-obj", "replace-att", "replace-rel", "swap-obj", "swap-att", "add-obj", "add-att")
 # published subset sizes (Hsieh et al.), to flag a partial download
@@ -34,18 +35,22 @@ HOW_TO_GET = (
 
 
 class SugarCrepe(Benchmark):
-    """Options (``--bench-opt key=value``): annotations (folder of the JSON files), images (val2017)."""
+    """Options: ``harness ls sugarcrepe``."""
 
     name = "sugarcrepe"
     version = "1"
     subsets = SUBSETS
     comparisons = "text_argmax"
+    OPTIONS = (
+        Option("annotations", FilePath(), None, "folder of the seven {subset}.json files "
+                                                "(default: <data-root>/sugarcrepe)"),
+        Option("images", FilePath(), None, "COCO val2017 images (default: <data-root>/coco/val2017)"),
+    )
 
-    def __init__(self, data_root: Path, subset: str | None = None, *, annotations: str | Path | None = None,
-                 images: str | Path | None = None) -> None:
-        super().__init__(data_root, subset)
-        self.annotations = Path(annotations or self.data_root / "sugarcrepe")
-        self.images = Path(images or self.data_root / "coco" / "val2017")
+    def __init__(self, data_root: Path, subset: str | None = None, **options: Any) -> None:
+        super().__init__(data_root, subset, **options)
+        self.annotations = Path(self.options["annotations"] or self.data_root / "sugarcrepe")
+        self.images = Path(self.options["images"] or self.data_root / "coco" / "val2017")
         self.sizes: dict[str, int] = {}
 
     def items(self) -> list[Item]:

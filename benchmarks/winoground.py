@@ -31,7 +31,8 @@ from PIL import Image
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
-from harness.metrics import grouped_accuracy_rows
+from harness.metrics import grouped_accuracy_rows, winoground_outcome
+from harness.options import Option, Text
 
 HF_ID = "facebook/winoground"
 FIELDS = ("id", "caption_0", "caption_1", "tag", "secondary_tag", "num_main_preds", "collapsed_tag")
@@ -45,22 +46,20 @@ HOW_TO_GET = (
 )
 
 
-def winoground_outcome(scores: np.ndarray) -> dict[str, bool]:
-    """Text, image and group correctness of one 2x2 matrix, rows = images, columns = captions."""
-    s = np.asarray(scores)
-    text = bool(s[0, 0] > s[0, 1] and s[1, 1] > s[1, 0])
-    image = bool(s[0, 0] > s[1, 0] and s[1, 1] > s[0, 1])
-    return {"text": text, "image": image, "group": text and image}
-
-
 class Winoground(Benchmark):
+    """Options: ``harness ls winoground``."""
+
     name = "winoground"
     version = "1"
     comparisons = "matrix"
-    hf_id = HF_ID  # a class attribute so tests can point it at a local dataset folder
+    OPTIONS = (
+        Option("hf_id", Text(), HF_ID, "the dataset to look for in the hub and datasets caches when "
+                                       "<data-root>/winoground/ lacks it (a mirror's id, or a local dataset folder)"),
+    )
 
-    def __init__(self, data_root: Path, subset: str | None = None) -> None:
-        super().__init__(data_root, subset)
+    def __init__(self, data_root: Path, subset: str | None = None, **options: Any) -> None:
+        super().__init__(data_root, subset, **options)
+        self.hf_id = self.options["hf_id"]
         self._source: _Source | None = None
 
     @property
@@ -124,7 +123,7 @@ class Winoground(Benchmark):
         folder = Path(data_root) / "winoground"
         tried: list[str] = []
         found_folder = _folder_source(folder, tried) is not None
-        snapshot = _hub_snapshot(cls.hf_id, tried)
+        snapshot = _hub_snapshot(HF_ID, tried)
         found_hub = snapshot is not None and _folder_source(snapshot, tried) is not None
         in_folder = DataRequirement("Winoground, repository layout (parquet or examples.jsonl + images)",
                                     str(folder), found_folder, HOW_TO_GET)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
 
+from harness.options import Option, resolve_options
+
 if TYPE_CHECKING:  # keep `harness ls` free of numpy/torch/PIL imports
     import numpy as np
     from PIL import Image
@@ -85,21 +87,32 @@ Comparisons = Literal["matrix", "text_argmax"]
 
 
 class Benchmark(ABC):
-    """A benchmark adapter. Subclasses set the class attributes and implement the methods."""
+    """A benchmark adapter. Subclasses set the class attributes and implement the methods.
+
+    ``OPTIONS`` declares the options a user may set (``--bench-opt key=value``); the constructor
+    receives them as keyword arguments and ``self.options`` holds every one, typed, defaults filled.
+    """
 
     name: ClassVar[str]
     version: ClassVar[str]  # bump whenever prompts, filters, data handling or the metric change
     subsets: ClassVar[tuple[str, ...]] = ()
     comparisons: ClassVar[Comparisons] = "matrix"
+    OPTIONS: ClassVar[tuple[Option, ...]] = ()
 
-    def __init__(self, data_root: Path, subset: str | None = None) -> None:
+    def __init__(self, data_root: Path, subset: str | None = None, **options: Any) -> None:
         """``subset`` None means every subset whose data is present; the others are listed in
         ``skipped`` with the reason. Item ids are unique across subsets, so a one-subset run and
         a whole-benchmark run share stored scores."""
         self.validate_subset(subset)
+        self.options = self.resolve_options(options)
         self.data_root = Path(data_root)
         self.subset = subset
         self.skipped: dict[str, str] = {}  # subset -> why it was left out (missing data)
+
+    @classmethod
+    def resolve_options(cls, given: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Every declared option, typed; refuses unknown names and bad values (HarnessError)."""
+        return resolve_options(cls.OPTIONS, given, f"benchmark {cls.name}", "--bench-opt")
 
     @classmethod
     def validate_subset(cls, subset: str | None) -> None:
@@ -142,12 +155,12 @@ class Benchmark(ABC):
 
 @dataclass
 class ScorerConfig:
-    """What every scorer is built from. ``options`` holds scorer-specific settings."""
+    """What every scorer is built from. ``options`` holds the scorer's declared options (its
+    ``OPTIONS``); the ones not given take their defaults."""
 
     model: str
     pretrained: str | None = None
     device: str = "auto"  # "auto" = cuda when available, else cpu
-    batch_size: int = 64
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -156,14 +169,31 @@ class Scorer(ABC):
     """Turns items into score matrices. Free to cache: the runner calls it chunk by chunk.
 
     Protocol per run: the runner streams each image the items need, decoded and passed through
-    ``image_transform`` in worker processes, into ``add_images`` (once per image unless the scorer
-    no longer ``has_image`` it), then calls ``score`` on a chunk of items whose images were added.
+    ``image_transform`` in worker processes, into ``add_images`` in batches of
+    ``image_batch_size`` (once per image unless the scorer no longer ``has_image`` it), then calls
+    ``score`` on a chunk of items whose images were added.
+
+    ``OPTIONS`` declares what ``--opt key=value`` may set; ``self.options`` holds every one,
+    typed, defaults filled. ``default_model`` is the ``--model`` used when none is given.
     """
 
     family: ClassVar[str]
+    OPTIONS: ClassVar[tuple[Option, ...]] = ()
+    default_model: ClassVar[str | None] = None
 
     def __init__(self, config: ScorerConfig) -> None:
         self.config = config
+        self.options = self.resolve_options(config.options)
+
+    @classmethod
+    def resolve_options(cls, given: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Every declared option, typed; refuses unknown names and bad values (HarnessError)."""
+        return resolve_options(cls.OPTIONS, given, f"scorer {cls.family}", "--opt")
+
+    @property
+    def image_batch_size(self) -> int:
+        """Images per ``add_images`` call: the scorer's ``batch_size`` option where it has one."""
+        return int(self.options.get("batch_size") or 32)
 
     @abstractmethod
     def fingerprint(self) -> dict[str, Any]:

@@ -37,14 +37,6 @@ def init_from_env(device: str) -> tuple[int, int]:
     return world()
 
 
-def rank_device(device: str) -> str:
-    """``auto`` or ``cuda`` means this rank's own GPU under a launcher (cuda:LOCAL_RANK)."""
-    rank, size = world()
-    if size > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
-        return f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
-    return device
-
-
 def barrier() -> None:
     if world()[1] > 1:
         dist.barrier()

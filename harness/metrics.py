@@ -1,4 +1,5 @@
-"""Metric helpers shared by benchmark adapters: percentile bootstrap and grouped accuracies."""
+"""Metric helpers shared by benchmark adapters: the strict decision rules (one-image argmax,
+Winoground's 2x2), percentile bootstrap intervals and grouped accuracies."""
 
 from __future__ import annotations
 
@@ -17,6 +18,17 @@ def strictly_first(scores: np.ndarray, truth: int) -> bool:
     wrong (an argmax would send it to the lowest index). The rule of ARO, SugarCrepe and shapes."""
     row = np.asarray(scores)[0]
     return bool(row[truth] > np.delete(row, truth).max())
+
+
+def winoground_outcome(scores: np.ndarray) -> dict[str, bool]:
+    """Text, image and group correctness of one 2x2 matrix (rows = images, columns = captions), by
+    Winoground's strict rule (Thrush et al. 2022): a tie is wrong.
+    text: s(c0,i0) > s(c1,i0) and s(c1,i1) > s(c0,i1); image: s(c0,i0) > s(c0,i1) and
+    s(c1,i1) > s(c1,i0); group: both."""
+    s = np.asarray(scores)
+    text = bool(s[0, 0] > s[0, 1] and s[1, 1] > s[1, 0])
+    image = bool(s[0, 0] > s[1, 0] and s[1, 1] > s[0, 1])
+    return {"text": text, "image": image, "group": text and image}
 
 
 def by_subset(

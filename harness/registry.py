@@ -1,45 +1,70 @@
-"""Name -> plug-in class registries, filled explicitly and imported lazily.
+"""Name -> plug-in registries, filled from plug-in tables and imported lazily.
 
-Entries are ``"module:Class"`` strings, so listing them (``harness ls``) imports nothing heavy.
-Other packages add plug-ins through the entry-point groups ``harness.scorers`` and
-``harness.benchmarks``; a plug-in whose name is already taken is refused with a warning.
+Every plug-in, built-in or third-party, is declared the same way: a package owns a table
+
+    PLUGINS = {
+        "scorers":    {"clip": ("models.clip:ClipScorer", "one line for `harness ls`")},
+        "benchmarks": {...},
+        "commands":   {"finetune": ("models.commands:finetune", "one line")},
+    }
+
+and names it in its ``pyproject.toml`` under the entry-point group ``harness.plugins``
+(``models = "models:PLUGINS"``). Entries are ``"module:object"`` strings, so listing them
+(``harness ls``) imports only the small modules that hold the tables, never torch. The single-class
+entry-point groups ``harness.scorers`` and ``harness.benchmarks`` (``name = "pkg.mod:Class"``) are
+read too. This harness's own tables are read first; a later plug-in whose name is taken is refused
+with a warning.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from harness.errors import DuplicateNameError, HarnessError, UnknownNameError
 
 T = TypeVar("T")
 
+PLUGIN_GROUP = "harness.plugins"
+OWN_DISTRIBUTION = "compo-harness"
+
 
 @dataclass(frozen=True)
 class Entry:
     name: str
-    target: str  # "module:Class"
+    target: str  # "module:object"
     summary: str
-    origin: str  # "built-in" or the distribution that provides the plug-in
+    origin: str  # the distribution that declares the plug-in, or "added in code"
 
 
 class Registry(Generic[T]):
-    """A typed registry of plug-in classes that all derive from ``base``."""
+    """A registry of one kind of plug-in (``table_key`` in the plug-in tables).
 
-    def __init__(self, kind: str, base: str, entry_point_group: str) -> None:
-        self.kind = kind  # "scorer" or "benchmark", used in messages
-        self._base = base  # "module:Class" of the contract every entry must implement
-        self._group = entry_point_group
+    ``base`` is the "module:Class" every entry must subclass (scorers, benchmarks); commands
+    pass ``check`` instead, a test of the imported object.
+    """
+
+    def __init__(self, kind: str, table_key: str, base: str | None = None,
+                 check: Callable[[Any], bool] | None = None, single_group: str | None = None,
+                 expected: str = "") -> None:
+        self.kind = kind  # "scorer", "benchmark" or "command", used in messages
+        self._table_key = table_key
+        self._base = base
+        self._check = check
+        self._single_group = single_group
+        self._expected = expected or (f"a subclass of {base}" if base else "a plug-in object")
         self._entries: dict[str, Entry] = {}
         self._plugins_read = False
 
-    def add(self, name: str, target: str, summary: str, origin: str = "built-in") -> None:
+    def add(self, name: str, target: str, summary: str, origin: str = "added in code") -> None:
         if ":" not in target:
-            raise ValueError(f"{self.kind} {name!r}: target {target!r} must look like 'module:Class'")
+            raise ValueError(f"{self.kind} {name!r}: target {target!r} must look like 'module:object'")
         if name in self._entries:
             other = self._entries[name]
             raise DuplicateNameError(
@@ -52,10 +77,25 @@ class Registry(Generic[T]):
         if self._plugins_read:
             return
         self._plugins_read = True
-        for ep in entry_points(group=self._group):
-            dist = ep.dist.name if ep.dist is not None else "an installed package"
+        declared: list[tuple[str, str, str, str]] = []  # (name, target, summary, origin)
+        for origin, table in plugin_tables():
+            section = table.get(self._table_key, {})
+            if not isinstance(section, dict):
+                warnings.warn(f"ignoring plug-in table of {origin}: {self._table_key!r} is not a dict", stacklevel=2)
+                continue
+            for name, value in section.items():
+                if not (isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+                    warnings.warn(f"ignoring {self.kind} {name!r} of {origin}: expected (\"module:object\", "
+                                  f"\"summary\"), got {value!r}", stacklevel=2)
+                    continue
+                declared.append((name, value[0], value[1], origin))
+        if self._single_group:
+            for ep in sorted(entry_points(group=self._single_group), key=lambda e: e.name):
+                dist = ep.dist.name if ep.dist is not None else "an installed package"
+                declared.append((ep.name, ep.value, f"plug-in from {dist}", dist))
+        for name, target, summary, origin in declared:
             try:
-                self.add(ep.name, ep.value, f"plug-in from {dist}", origin=dist)
+                self.add(name, target, summary, origin=origin)
             except (DuplicateNameError, ValueError) as err:
                 warnings.warn(f"ignoring plug-in: {err}", stacklevel=2)
 
@@ -72,17 +112,41 @@ class Registry(Generic[T]):
             raise UnknownNameError(unknown_name_message(self.kind, name, self.names()))
         return self._entries[name]
 
-    def get(self, name: str) -> type[T]:
-        """Import and return the class registered under ``name``."""
+    def get(self, name: str) -> T:
+        """Import and return the object registered under ``name``."""
         entry = self.entry(name)
-        cls = _import(entry.target)
-        base = _import(self._base)
-        if not (isinstance(cls, type) and issubclass(cls, base)):
-            raise HarnessError(
-                f"{self.kind} {name!r} points at {entry.target} ({entry.origin}), "
-                f"which is not a subclass of {self._base}."
-            )
-        return cls
+        obj = _import(entry.target)
+        if self._base is not None:
+            base = _import(self._base)
+            ok = isinstance(obj, type) and issubclass(obj, base)
+        else:
+            ok = self._check(obj) if self._check else True
+        if not ok:
+            raise HarnessError(f"{self.kind} {name!r} points at {entry.target} ({entry.origin}), "
+                               f"which is not {self._expected}.")
+        return obj  # type: ignore[return-value]
+
+
+@functools.cache
+def plugin_tables() -> tuple[tuple[str, dict[str, Any]], ...]:
+    """(distribution, table) of every ``harness.plugins`` entry point, this harness's own first."""
+    found = []
+    for ep in entry_points(group=PLUGIN_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "an installed package"
+        found.append((dist != OWN_DISTRIBUTION, dist, ep.name, ep))
+    tables = []
+    for _, dist, name, ep in sorted(found, key=lambda f: f[:3]):
+        try:
+            table = ep.load()
+        except Exception as err:  # a broken third-party package must not take the harness down
+            warnings.warn(f"ignoring plug-in table {name} = {ep.value} of {dist}: {type(err).__name__}: {err}",
+                          stacklevel=2)
+            continue
+        if not isinstance(table, dict):
+            warnings.warn(f"ignoring plug-in table {name} = {ep.value} of {dist}: not a dict", stacklevel=2)
+            continue
+        tables.append((dist, table))
+    return tuple(tables)
 
 
 def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
@@ -103,33 +167,13 @@ def _import(target: str) -> object:
         raise HarnessError(f"{module_name} has no attribute {attr!r} (registered as {target})") from err
 
 
-SCORERS: Registry = Registry("scorer", "harness.api:Scorer", "harness.scorers")
-BENCHMARKS: Registry = Registry("benchmark", "harness.api:Benchmark", "harness.benchmarks")
+def _is_command(obj: Any) -> bool:
+    """A plug-in command is a function (one command) or a typer app (a group of commands)."""
+    return callable(obj)
 
-# Built-in plug-ins: one line each. A new scorer or benchmark is one file plus one line here.
-SCORERS.add("clip", "models.clip:ClipScorer", "cosine similarity of open_clip image and text embeddings")
-SCORERS.add("sds-clip", "models.sds_clip:SdsClipScorer",
-            "CLIP fine-tuned by `harness finetune` (SDS-CLIP or its lambda=0 control), from its output folder")
-SCORERS.add("diffusion", "models.diffusion:DiffusionScorer",
-            "minus Stable Diffusion's denoising error of the image given the text (any diffusers SD pipeline)")
 
-BENCHMARKS.add(
-    "winoground", "benchmarks.winoground:Winoground",
-    "Winoground 2x2 swaps (Thrush et al. 2022): text, image and group score",
-)
-BENCHMARKS.add(
-    "aro", "benchmarks.aro:ARO",
-    "ARO (Yuksekgonul et al. 2023): vg-relation, vg-attribution, coco-order, flickr30k-order",
-)
-BENCHMARKS.add(
-    "zeroshot", "benchmarks.zeroshot:ZeroShot",
-    "CLIP zero-shot classification with prompt ensembles: cifar10, cifar100, imagenet1k, folder:/torchvision:/hf:",
-)
-BENCHMARKS.add(
-    "shapes", "benchmarks.shapes:Shapes",
-    "generated two-object scenes (no download): winoground, relation, attribute and zeroshot subsets",
-)
-BENCHMARKS.add(
-    "sugarcrepe", "benchmarks.sugarcrepe:SugarCrepe",
-    "SugarCrepe (Hsieh et al. 2023): seven replace/swap/add hard-negative subsets",
-)
+SCORERS: Registry = Registry("scorer", "scorers", base="harness.api:Scorer", single_group="harness.scorers")
+BENCHMARKS: Registry = Registry("benchmark", "benchmarks", base="harness.api:Benchmark",
+                                single_group="harness.benchmarks")
+COMMANDS: Registry = Registry("command", "commands", check=_is_command,
+                              expected="a function or a typer app")

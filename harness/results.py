@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
-import os
 import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 
 import harness
+from harness.files import atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,6 +52,18 @@ def git_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def portable_model_name(name: str, weights: str = "") -> str:
+    """A model as result rows show it, the same on every machine: an architecture, tag, hub id or
+    ``toy:`` name as given; a local folder or file by its name and the hash of its weights, where
+    known (``local-dir:sds-clip@1a2b3c4d5e6f``). The full path stays in the run's config.json."""
+    prefix = "local-dir:" if name.startswith("local-dir:") else ""
+    text = name[len(prefix):]
+    path = Path(text).expanduser()
+    if not (prefix or path.is_absolute() or text.startswith((".", "~")) or path.exists()):
+        return name
+    return f"{prefix}{path.name}" + (f"@{weights[:12]}" if weights else "")
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return ""
@@ -62,22 +74,19 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Rows as CSV text with a header, values formatted for people and for pandas alike."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: _fmt(row.get(c)) for c in columns})
+    return buffer.getvalue()
+
+
 def write_csv_atomic(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    """Write a whole CSV to a temp file in the same folder, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({c: _fmt(row.get(c)) for c in columns})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a whole CSV atomically (a crash leaves the old file or the new one, never half)."""
+    atomic_write_text(Path(path), csv_text(rows, columns))
 
 
 def append_rows(results_dir: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
@@ -103,20 +112,18 @@ def write_run_files(
     item_records: Iterable[Mapping[str, Any]],
 ) -> None:
     """The run's metrics.csv and item_scores.jsonl (config.json is written by the runner)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(run_dir / "metrics.csv", rows, COLUMNS)
-    tmp = run_dir / ".item_scores.jsonl.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for record in item_records:
-            f.write(json.dumps(record, default=_json_default) + "\n")
-    os.replace(tmp, run_dir / "item_scores.jsonl")
+
+    def write_items(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for record in item_records:
+                f.write(json.dumps(record, default=_json_default) + "\n")
+
+    atomic_write(run_dir / "item_scores.jsonl", write_items)
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
 def _json_default(value: Any) -> Any:

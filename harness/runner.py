@@ -6,7 +6,6 @@ It knows no particular scorer or benchmark: both come from the registries by nam
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import secrets
 import sys
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ import harness
 from harness import distributed, results
 from harness.api import Benchmark, Item, MetricRow, Scorer, ScorerConfig
 from harness.defaults import DEFAULT_RESULTS_DIR, default_data_root
+from harness.devices import resolve_device
 from harness.errors import HarnessError, NonFiniteScoreError
 from harness.images import default_workers, stream_images
 from harness.registry import BENCHMARKS, SCORERS
@@ -45,13 +45,15 @@ def evaluate(
     items: Sequence[Item] | None = None,
     seed: int = 0,
     workers: int | None = None,
-    chunk_items: int | None = None,
+    chunk_items: int = 64,
     progress: bool = True,
 ) -> Evaluation:
     """Score every item not yet in the store, chunk by chunk, then compute metrics from the store.
 
-    Each chunk is committed to the store as soon as it is scored: an interrupted evaluation
-    resumes from there when called again with the same scorer and benchmark.
+    Each chunk of ``chunk_items`` items is committed to the store as soon as it is scored: an
+    interrupted evaluation resumes from there when called again with the same scorer and
+    benchmark. (How many images or texts go through the model at once is the scorer's own
+    ``batch_size`` option.)
     """
     items = list(benchmark.items() if items is None else items)
     _check_unique_ids(items, benchmark)
@@ -62,7 +64,8 @@ def evaluate(
     rank, size = distributed.world()
     pending = all_pending[rank::size]
     scorer.prepare(benchmark.comparisons)
-    chunk_items = chunk_items or max(1, scorer.config.batch_size)
+    if chunk_items < 1:
+        raise HarnessError(f"chunk_items must be at least 1, got {chunk_items}")
     workers = default_workers() if workers is None else workers
 
     # Every image the pending items need, in first-use order: the loader streams them in that
@@ -73,7 +76,7 @@ def evaluate(
             first_user.setdefault(ref, item.id)
     scorer.clear_images()
     images = stream_images(
-        list(first_user), benchmark.load_image, scorer.image_transform(), scorer.config.batch_size, workers,
+        list(first_user), benchmark.load_image, scorer.image_transform(), scorer.image_batch_size, workers,
         describe_ref=lambda ref: f"{ref!r} of {benchmark.key} item {first_user[ref]!r}",
     )
 
@@ -134,16 +137,6 @@ def _check_scores(chunk: Sequence[Item], matrices: Sequence[np.ndarray], scorer:
             )
 
 
-def _check_options(cls: type, options: dict[str, Any], what: str, flag: str) -> None:
-    """Refuse keyword options the constructor does not take, listing those it does."""
-    params = inspect.signature(cls.__init__).parameters
-    valid = [n for n, p in params.items() if p.kind == p.KEYWORD_ONLY]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise HarnessError(f"{flag} {', '.join(unknown)}: not an option of {what}; "
-                           f"valid: {', '.join(valid) or '(none)'}")
-
-
 def parse_bench(bench: str) -> tuple[str, str | None]:
     """"aro:vg-relation" -> ("aro", "vg-relation"); "winoground" -> ("winoground", None)."""
     name, _, subset = bench.partition(":")
@@ -189,48 +182,52 @@ def run(
     data_root: Path | None = None,
     results_dir: Path = Path(DEFAULT_RESULTS_DIR),
     limit: int | None = None,
-    batch_size: int = 64,
     device: str = "auto",
     seed: int = 0,
     workers: int | None = None,
+    chunk_items: int = 64,
     options: dict[str, Any] | None = None,
     bench_options: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> RunResult:
     """Evaluate a registered scorer on a registered benchmark and record the results.
 
-    The benchmark's data is checked before the model is loaded, so a missing dataset fails fast.
-    Without ``model`` the scorer's toy model (models/toy, trained on the shapes world) is used.
-    Result rows reach ``leaderboard.csv`` only after every metric was computed.
+    Names and options are checked first, then the benchmark's data, and only then is the model
+    loaded, so a typo or a missing dataset fails fast. Without ``model`` the scorer's own default
+    (its ``default_model``) is used. Result rows reach ``leaderboard.csv`` only after every metric
+    was computed.
     """
     data_root = Path(data_root) if data_root is not None else default_data_root()
     results_dir = Path(results_dir)
     bench_name, subset = parse_bench(bench)
+    scorer_cls = SCORERS.get(scorer)
     benchmark_cls = BENCHMARKS.get(bench_name)
-    _check_options(benchmark_cls, bench_options or {}, f"benchmark {bench_name}", "--bench-opt")
+    scorer_options = scorer_cls.resolve_options(options)
+    benchmark_cls.resolve_options(bench_options)
+    if limit is not None and limit < 1:
+        raise HarnessError(f"--limit must be at least 1, got {limit}")
+    if model is None:
+        model = scorer_cls.default_model
+        if model is None:
+            raise HarnessError(f"scorer {scorer!r} has no default model; pass --model")
+    rank, _ = distributed.init_from_env(device)
+    resolved_device = resolve_device(device)
+
     benchmark: Benchmark = benchmark_cls(data_root, subset, **(bench_options or {}))
     items = benchmark.items()
     if limit is not None:
-        if limit < 1:
-            raise HarnessError(f"--limit must be at least 1, got {limit}")
         items = items[:limit]
-
-    if model is None:
-        from models.toy import default_model
-
-        model = default_model(scorer)
-    rank, _ = distributed.init_from_env(device)
-    config = ScorerConfig(model=model, pretrained=pretrained, device=distributed.rank_device(device),
-                          batch_size=batch_size, seed=seed, options=dict(options or {}))
-    scorer_obj: Scorer = SCORERS.get(scorer)(config)
+    config = ScorerConfig(model=model, pretrained=pretrained, device=str(resolved_device), seed=seed,
+                          options=scorer_options)
+    scorer_obj: Scorer = scorer_cls(config)
 
     run_id = distributed.broadcast(new_run_id())
     run_dir = results_dir / "runs" / run_id
     resolved = {
         "run_id": run_id, "status": "running", "argv": sys.argv, "scorer": scorer, "bench": bench,
         "benchmark": benchmark.key, "benchmark_version": benchmark.version, "data_root": str(data_root),
-        "results_dir": str(results_dir), "bench_options": bench_options or {}, "limit": limit,
-        "n_items": len(items), "workers": workers, "processes": distributed.world()[1],
+        "results_dir": str(results_dir), "bench_options": benchmark.options, "limit": limit,
+        "n_items": len(items), "workers": workers, "chunk_items": chunk_items, "processes": distributed.world()[1],
         "scorer_config": asdict(config), "scorer_fingerprint": scorer_obj.fingerprint(),
         "benchmark_details": benchmark.details(), "skipped_subsets": benchmark.skipped,
         "harness_version": harness.__version__,
@@ -241,7 +238,7 @@ def run(
 
     try:
         evaluation = evaluate(scorer_obj, benchmark, ScoreStore(results_dir / "scores.sqlite"),
-                              items=items, seed=seed, workers=workers, progress=progress)
+                              items=items, seed=seed, workers=workers, chunk_items=chunk_items, progress=progress)
     except BaseException as err:
         if rank == 0:
             resolved["status"] = f"failed: {type(err).__name__}: {err}"

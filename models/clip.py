@@ -13,13 +13,12 @@ architecture's default.
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 import os
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,55 +27,20 @@ import torch
 import torch.nn.functional as F
 
 from harness.api import Item, Prompts, Scorer, ScorerConfig, Text
+from harness.devices import (
+    PRECISIONS, autocast, autocast_dtype, device_description, precision_label, resolve_device, weights_hash,
+)
 from harness.errors import CheckpointMismatchError, HarnessError, MissingWeightsError, UnknownNameError
+from harness.options import Bool, Choice, Int, Option
 from harness.registry import unknown_name_message
+from harness.results import portable_model_name
+from models import toy_models
 
 log = logging.getLogger("harness")
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 LOCAL_DIR = "local-dir:"
 HF_HUB = "hf-hub:"
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as err:
-        raise HarnessError(f"--device {device!r} is not a torch device (try auto, cpu, cuda, cuda:1)") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise HarnessError(f"--device {device!r} asked for CUDA, but torch sees no GPU here; use --device cpu")
-    return resolved
-
-
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return device.type
-
-
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """Mixed precision on GPU by default (bf16 where supported), full fp32 on CPU."""
-    if precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise HarnessError(f"precision {precision!r} is not one of auto, fp32, fp16, bf16")
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
-def weights_hash(module: torch.nn.Module) -> str:
-    """A hash of every parameter and buffer (names, dtypes and bytes)."""
-    h = hashlib.blake2b(digest_size=12)
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _is_torchscript_archive(path: Path) -> bool:
@@ -120,22 +84,25 @@ def expected_quick_gelu(arch: str, pretrained: str | None) -> tuple[bool | None,
 
 
 class ClipScorer(Scorer):
-    """Options (``--opt key=value``): quick_gelu (true/false, default: detect), precision
-    (auto/fp32/fp16/bf16; auto = bf16/fp16 autocast on GPU, fp32 on CPU)."""
+    """Cosine similarity of normalised open_clip embeddings. Options: ``harness ls clip``."""
 
     family = "clip"
+    default_model = "toy:clip"
+    OPTIONS = (
+        Option("batch_size", Int(1), 64, "images or texts per forward pass"),
+        Option("quick_gelu", Bool(), None, "build the model with QuickGELU (true) or GELU (false); default: what "
+                                           "the weights were trained with, where that is known"),
+        Option("precision", Choice(*PRECISIONS), "auto", "auto (bf16/fp16 autocast on GPU, fp32 on CPU), fp32, "
+                                                         "fp16, bf16"),
+    )
 
     def __init__(self, config: ScorerConfig) -> None:
         super().__init__(config)
-        options = dict(config.options)
-        quick_gelu_option = options.pop("quick_gelu", None)
-        precision = str(options.pop("precision", "auto"))
-        if options:
-            raise HarnessError(f"unknown clip scorer option(s) {sorted(options)}; valid: quick_gelu, precision")
+        self.batch_size = self.options["batch_size"]
         self.device = resolve_device(config.device)
-        self.amp_dtype = autocast_dtype(self.device, precision)
+        self.amp_dtype = autocast_dtype(self.device, self.options["precision"])
         self.model, self.preprocess, self.tokenizer, self.quick_gelu, self._weights_label = load_open_clip(
-            config.model, config.pretrained, _parse_bool(quick_gelu_option)
+            config.model, config.pretrained, self.options["quick_gelu"]
         )
         self._weights = weights_hash(self.model)
         self._trim = _trimmable(self.model)
@@ -155,11 +122,12 @@ class ClipScorer(Scorer):
             "quick_gelu": self.quick_gelu,
             "preprocess": _preprocess_cfg(self.model),
             "text_positions": "trimmed" if self._trim else "full",  # equal up to float rounding
-            "precision": str(self.amp_dtype).replace("torch.", "amp-") if self.amp_dtype else "fp32",
+            "precision": precision_label(self.amp_dtype),
         }
 
     def describe(self) -> dict[str, str]:
-        return {"model": self.config.model, "pretrained": self._weights_label}
+        return {"model": portable_model_name(self.config.model, self._weights),
+                "pretrained": portable_model_name(self._weights_label, self._weights) if self._weights_label else ""}
 
     @property
     def device_name(self) -> str:
@@ -167,9 +135,7 @@ class ClipScorer(Scorer):
 
     # -- encoding ---------------------------------------------------------------------------
     def _autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     def image_transform(self) -> Callable[[Any], torch.Tensor]:
         return self.preprocess
@@ -201,12 +167,12 @@ class ClipScorer(Scorer):
         if self._trim:
             order = torch.argsort(_last_token_position(self.model, tokens), stable=True).tolist()
             new, tokens = [new[i] for i in order], tokens[order]
-        for start in range(0, len(new), self.config.batch_size):
-            batch = tokens[start:start + self.config.batch_size].to(self.device)
+        for start in range(0, len(new), self.batch_size):
+            batch = tokens[start:start + self.batch_size].to(self.device)
             with torch.inference_mode(), self._autocast():
                 features = _encode_text_trimmed(self.model, batch) if self._trim else self.model.encode_text(batch)
             features = F.normalize(features.float(), dim=-1).cpu()
-            for text, f in zip(new[start:start + self.config.batch_size], features):
+            for text, f in zip(new[start:start + self.batch_size], features):
                 self._text_cache[text] = f
 
     def _embedding(self, text: Text) -> torch.Tensor:
@@ -291,17 +257,6 @@ def _preprocess_cfg(model: torch.nn.Module) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(cfg.items())}
 
 
-def _parse_bool(value: Any) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise HarnessError(f"expected true or false, got {value!r}")
-
-
 def load_open_clip(
     model: str, pretrained: str | None, quick_gelu: bool | None = None
 ) -> tuple[torch.nn.Module, Callable, Callable, bool, str]:
@@ -311,6 +266,8 @@ def load_open_clip(
     """
     import open_clip
 
+    if toy_models.is_toy(model):
+        model = LOCAL_DIR + str(toy_models.toy_folder(model))
     if model.startswith((LOCAL_DIR, HF_HUB)):
         if pretrained:
             raise HarnessError(
@@ -466,3 +423,24 @@ def _create(name: str, pretrained: str | None, kwargs: dict[str, Any], what: str
             raise MissingWeightsError(f"cannot load {what} offline: {_cache_hint(arch, pretrained, name)}") from err
         raise HarnessError(f"cannot load {what}: {type(err).__name__}: {err}") from err
     return net, preprocess, tokenizer
+
+
+def save_local_dir(folder: Path, model: torch.nn.Module, model_cfg: dict[str, Any], half: bool = False) -> Path:
+    """Write an open_clip ``local-dir:`` folder: ``open_clip_config.json`` (the model config and the
+    model's preprocessing) and ``open_clip_model.safetensors`` (fp16 when ``half``). Each file is
+    replaced atomically, so a crash never leaves a half-written model."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    from harness.files import atomic_write, atomic_write_text
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    atomic_write(folder / "open_clip_model.safetensors", lambda path: save_file(state, str(path)))
+    preprocess = {k: list(v) if isinstance(v, tuple) else v
+                  for k, v in open_clip.get_model_preprocess_cfg(model).items()}
+    atomic_write_text(folder / "open_clip_config.json",
+                      json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2) + "\n")
+    return folder

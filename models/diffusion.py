@@ -27,32 +27,55 @@ import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from harness.api import Comparisons, Item, Scorer, ScorerConfig, Text
-from harness.errors import HarnessError, MissingWeightsError
-from models.clip import autocast_dtype, device_description, resolve_device, weights_hash
+from harness.devices import (
+    PRECISIONS, autocast, autocast_dtype, device_description, precision_label, resolve_device, weights_hash,
+)
+from harness.errors import HarnessError
+from harness.options import Bool, Choice, Int, Option
+from harness.results import portable_model_name
+from models import toy_models
+from models.stable_diffusion import VaeImageTransform, load_pipeline, token_ids
 
 log = logging.getLogger("harness")
 
-OPTIONS = {
-    "timesteps": "number of evenly spaced timesteps (default 10), or a list like 100,300,500",
-    "noise_samples": "noise draws per timestep (default 1)",
-    "distance": "l2 (mean squared error, default) or l1",
-    "uncond": "on (default): subtract the empty-prompt error on items with several images; off",
-    "adaptive": "off (default) or on: prune candidates after a first stage (argmax benchmarks only)",
-    "adaptive_first": "timesteps of the first adaptive stage (default 3)",
-    "adaptive_keep": "candidates kept for the second stage (default 2)",
-    "resolution": "image size fed to the VAE (default: the UNet's sample size x the VAE factor)",
-    "precision": "auto (fp16/bf16 autocast on GPU, fp32 on CPU), fp32, fp16, bf16",
-    "compile": "true to torch.compile the UNet (default false)",
-    "text_cache": "caption conditionings kept in memory (default 4096)",
-}
+
+class Timesteps:
+    """``N`` (that many evenly spaced timesteps) or a list ``t1,t2,...`` of distinct timesteps."""
+
+    label = "N or t1,t2,..."
+
+    def __call__(self, value: Any) -> int | tuple[int, ...]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            values: list[Any] = [value]
+            listed = False
+        elif isinstance(value, (list, tuple)):
+            values, listed = list(value), True
+        else:
+            text = str(value).strip().strip("[]")
+            listed = "," in text
+            values = [v.strip() for v in text.split(",") if v.strip()] if listed else [text]
+        try:
+            numbers = [int(v) for v in values]
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a count or a comma-separated list of whole numbers, got {value!r}") from None
+        if not numbers:
+            raise ValueError("expected at least one timestep")
+        if not listed:
+            if numbers[0] < 1:
+                raise ValueError(f"a count of timesteps must be at least 1, got {numbers[0]}")
+            return numbers[0]
+        if any(t < 0 for t in numbers):
+            raise ValueError(f"timesteps must be >= 0, got {[t for t in numbers if t < 0]}")
+        if len(set(numbers)) != len(numbers):
+            raise ValueError(f"timesteps repeat ({sorted({t for t in numbers if numbers.count(t) > 1})}): each "
+                             "would be scored twice")
+        return tuple(numbers)
 
 
 def even_timesteps(count: int, train_steps: int) -> list[int]:
@@ -66,70 +89,70 @@ def _first_stage(count: int, first: int) -> list[int]:
     return sorted({int((k + 0.5) * count / first) for k in range(first)})
 
 
-class _ImageTransform:
-    """PIL image -> (3, r, r) tensor in [-1, 1]: shorter side resized to r, centre crop.
-    A class (not a lambda) so that data-loader workers can pickle it."""
-
-    def __init__(self, resolution: int) -> None:
-        self.resolution = resolution
-
-    def __call__(self, image: Any) -> torch.Tensor:
-        from torchvision.transforms import functional as TF
-
-        image = image.convert("RGB")
-        image = TF.resize(image, self.resolution, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-        image = TF.center_crop(image, [self.resolution, self.resolution])
-        return TF.to_tensor(image) * 2.0 - 1.0
-
-
 class DiffusionScorer(Scorer):
-    """Options (``--opt key=value``): see OPTIONS. ``--model``: a diffusers Stable Diffusion
-    pipeline, as a hub id in the local cache or a folder written by ``save_pretrained``."""
+    """``--model``: a diffusers Stable Diffusion pipeline, as a hub id in the local cache or a folder
+    written by ``save_pretrained``. Options: ``harness ls diffusion``."""
 
     family = "diffusion"
+    default_model = "toy:sd"
+    OPTIONS = (
+        Option("batch_size", Int(1), 64, "UNet passes per call (also images per VAE call and captions per "
+                                         "text-encoder call)"),
+        Option("timesteps", Timesteps(), 10, "N evenly spaced timesteps, or a list like 100,500,900"),
+        Option("noise_samples", Int(1), 1, "noise draws per timestep"),
+        Option("distance", Choice("l2", "l1"), "l2", "error per timestep: mean squared (l2) or mean absolute (l1)"),
+        Option("uncond", Bool(), True, "subtract the empty-prompt error on items with several images"),
+        Option("adaptive", Bool(), False, "prune candidates after a first stage (benchmarks that only need "
+                                          "the best text per image)"),
+        Option("adaptive_first", Int(1), 3, "timesteps of the first adaptive stage"),
+        Option("adaptive_keep", Int(1), 2, "candidates kept for the second adaptive stage"),
+        Option("resolution", Int(8), None, "image size fed to the VAE (default: the UNet's sample size x the "
+                                           "VAE's factor)"),
+        Option("precision", Choice(*PRECISIONS), "auto", "auto (bf16/fp16 autocast on GPU, fp32 on CPU), fp32, "
+                                                         "fp16, bf16"),
+        Option("compile", Bool(), False, "torch.compile the UNet"),
+        Option("text_cache", Int(1), 4096, "caption conditionings kept in memory"),
+    )
 
     def __init__(self, config: ScorerConfig) -> None:
         super().__init__(config)
-        options = dict(config.options)
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise HarnessError(f"unknown diffusion scorer option(s) {unknown}; valid: {', '.join(OPTIONS)}")
+        options = self.options
         if config.pretrained:
             raise HarnessError("--pretrained is not used by the diffusion scorer: --model names the whole "
                                "pipeline (a hub id or a save_pretrained folder)")
         self.device = resolve_device(config.device)
-        self.amp_dtype = autocast_dtype(self.device, str(options.get("precision", "auto")))
-        self.vae, self.text_encoder, self.tokenizer, self.unet, scheduler = load_pipeline(config.model)
-        self.prediction_type = scheduler.get("prediction_type", "epsilon")
+        self.amp_dtype = autocast_dtype(self.device, options["precision"])
+        source = str(toy_models.toy_folder(config.model)) if toy_models.is_toy(config.model) else config.model
+        self.pipeline = load_pipeline(source)
+        self.vae, self.text_encoder, self.tokenizer, self.unet = (
+            self.pipeline.vae, self.pipeline.text_encoder, self.pipeline.tokenizer, self.pipeline.unet)
+        self.scheduler = self.pipeline.scheduler
+        self.prediction_type = self.pipeline.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise HarnessError(f"{config.model}: prediction_type {self.prediction_type!r} is not supported "
                                "(epsilon and v_prediction are)")
-        betas = _betas(scheduler)
-        self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
-        train_steps = len(betas)
-        self.timesteps = _parse_timesteps(options.get("timesteps", 10), train_steps)
-        self.noise_samples = _positive_int(options.get("noise_samples", 1), "noise_samples")
-        self.distance = str(options.get("distance", "l2"))
-        if self.distance not in ("l2", "l1"):
-            raise HarnessError(f"distance {self.distance!r} is not one of l2, l1")
-        self.uncond = _on_off(options.get("uncond", "on"), "uncond")
-        self.adaptive = _on_off(options.get("adaptive", "off"), "adaptive")
-        self.adaptive_first = _positive_int(options.get("adaptive_first", 3), "adaptive_first")
-        self.adaptive_keep = _positive_int(options.get("adaptive_keep", 2), "adaptive_keep")
-        self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        default_resolution = self.unet.config.sample_size * self.vae_factor
-        self.resolution = _positive_int(options.get("resolution", default_resolution), "resolution")
+        train_steps = self.scheduler.config.num_train_timesteps
+        self.timesteps = _timesteps(options["timesteps"], train_steps)
+        self.noise_samples = options["noise_samples"]
+        self.batch_size = options["batch_size"]
+        self.distance = options["distance"]
+        self.uncond = options["uncond"]
+        self.adaptive = options["adaptive"]
+        self.adaptive_first = options["adaptive_first"]
+        self.adaptive_keep = options["adaptive_keep"]
+        self.vae_factor = self.pipeline.vae_factor
+        self.resolution = options["resolution"] or self.unet.config.sample_size * self.vae_factor
         if self.resolution % self.vae_factor:
             raise HarnessError(f"resolution {self.resolution} is not a multiple of the VAE's factor {self.vae_factor}")
-        self._weights = hashlib.sha256("".join(
-            weights_hash(m) for m in (self.unet, self.vae, self.text_encoder)).encode()).hexdigest()[:24]
-        for module in (self.vae, self.text_encoder, self.unet):
+        self._weights = hashlib.sha256("".join(weights_hash(m) for m in self.pipeline.modules()).encode()
+                                       ).hexdigest()[:24]
+        for module in self.pipeline.modules():
             module.to(self.device).eval().requires_grad_(False)
-        if str(options.get("compile", "false")).lower() in ("1", "true", "yes", "on"):
+        if options["compile"]:
             self.unet = torch.compile(self.unet)
         self._latents: dict[str, torch.Tensor] = {}
         self._conditions: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._text_cache_size = _positive_int(options.get("text_cache", 4096), "text_cache")
+        self._text_cache_size = options["text_cache"]
         self._noise: torch.Tensor | None = None  # (timesteps, draws, C, H, W), made on first use
         self._comparisons: Comparisons = "matrix"
         self.unet_passes = 0
@@ -142,11 +165,11 @@ class DiffusionScorer(Scorer):
             "noise_samples": self.noise_samples, "seed": self.config.seed, "distance": self.distance,
             "uncond": self.uncond, "resolution": self.resolution,
             "adaptive": [self.adaptive_first, self.adaptive_keep] if self.adaptive else False,
-            "precision": str(self.amp_dtype).replace("torch.", "amp-") if self.amp_dtype else "fp32",
+            "precision": precision_label(self.amp_dtype),
         }
 
     def describe(self) -> dict[str, str]:
-        return {"model": self.config.model, "pretrained": ""}
+        return {"model": portable_model_name(self.config.model, self._weights), "pretrained": ""}
 
     @property
     def device_name(self) -> str:
@@ -163,12 +186,10 @@ class DiffusionScorer(Scorer):
 
     # -- encoding ---------------------------------------------------------------------------------
     def _autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     def image_transform(self) -> Callable[[Any], torch.Tensor]:
-        return _ImageTransform(self.resolution)
+        return VaeImageTransform(self.resolution)
 
     def add_images(self, refs: Sequence[str], pixels: torch.Tensor) -> None:
         with torch.inference_mode(), self._autocast():
@@ -187,10 +208,9 @@ class DiffusionScorer(Scorer):
         """Text-encoder hidden states of the texts not yet cached (a bounded cache: COCO-Order has
         125,000 captions and each conditioning is 77 x width floats)."""
         new = [t for t in dict.fromkeys(texts) if t not in self._conditions]
-        for start in range(0, len(new), self.config.batch_size):
-            batch = new[start:start + self.config.batch_size]
-            ids = self.tokenizer(batch, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt").input_ids.to(self.device)
+        for start in range(0, len(new), self.batch_size):
+            batch = new[start:start + self.batch_size]
+            ids = token_ids(self.tokenizer, batch).to(self.device)
             with torch.inference_mode(), self._autocast():
                 hidden = self.text_encoder(ids)[0]
             for text, h in zip(batch, hidden.float()):
@@ -219,14 +239,13 @@ class DiffusionScorer(Scorer):
         shape = tuple(self._latents[pairs[0][0]].shape)
         noise = self._noise_for(shape)
         triples = [(p, k, s) for p in range(len(pairs)) for k in range(len(steps)) for s in range(self.noise_samples)]
-        for start in range(0, len(triples), self.config.batch_size):
-            batch = triples[start:start + self.config.batch_size]
+        for start in range(0, len(triples), self.batch_size):
+            batch = triples[start:start + self.batch_size]
             x0 = torch.stack([self._latents[pairs[p][0]] for p, _, _ in batch])
             eps = torch.stack([noise[steps[k], s] for _, k, s in batch])
             t = torch.tensor([self.timesteps[steps[k]] for _, k, _ in batch])
-            abar = self.alphas_cumprod[t].float().view(-1, 1, 1, 1)
-            x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
-            target = eps if self.prediction_type == "epsilon" else abar.sqrt() * eps - (1 - abar).sqrt() * x0
+            x_t = self.scheduler.add_noise(x0, eps, t)
+            target = eps if self.prediction_type == "epsilon" else self.scheduler.get_velocity(x0, eps, t)
             cond = torch.stack([self._conditions[pairs[p][1]] for p, _, _ in batch])
             with torch.inference_mode(), self._autocast():
                 pred = self.unet(x_t.to(self.device), t.to(self.device), encoder_hidden_states=cond.to(self.device)).sample
@@ -312,90 +331,14 @@ def _prompt(text: Text) -> str:
     return text if isinstance(text, str) else text.texts[0]
 
 
-def _betas(scheduler: dict[str, Any]) -> torch.Tensor:
-    """The noise schedule of a diffusers scheduler config."""
-    steps = int(scheduler.get("num_train_timesteps", 1000))
-    kind = scheduler.get("beta_schedule", "linear")
-    start, end = float(scheduler.get("beta_start", 0.0001)), float(scheduler.get("beta_end", 0.02))
-    if scheduler.get("trained_betas") is not None:
-        return torch.tensor(scheduler["trained_betas"], dtype=torch.float64)
-    if kind == "linear":
-        return torch.linspace(start, end, steps, dtype=torch.float64)
-    if kind == "scaled_linear":  # Stable Diffusion's
-        return torch.linspace(start ** 0.5, end ** 0.5, steps, dtype=torch.float64) ** 2
-    raise HarnessError(f"beta_schedule {kind!r} is not supported (linear, scaled_linear)")
-
-
-def _parse_timesteps(value: Any, train_steps: int) -> list[int]:
-    text = str(value).strip()
-    if "," in text or text.startswith("["):
-        steps = [int(v) for v in text.strip("[]").split(",") if v.strip()]
-        bad = [t for t in steps if not 0 <= t < train_steps]
-        if bad or not steps:
-            raise HarnessError(f"timesteps {bad or text} outside 0..{train_steps - 1}")
-        return steps
-    return even_timesteps(_positive_int(text, "timesteps"), train_steps)
-
-
-def _positive_int(value: Any, name: str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError) as err:
-        raise HarnessError(f"{name} must be a positive integer, got {value!r}") from err
-    if number < 1:
-        raise HarnessError(f"{name} must be a positive integer, got {value!r}")
-    return number
-
-
-def _on_off(value: Any, name: str) -> bool:
-    text = str(value).strip().lower()
-    if text in ("on", "true", "1", "yes"):
-        return True
-    if text in ("off", "false", "0", "no"):
-        return False
-    raise HarnessError(f"{name} must be on or off, got {value!r}")
-
-
-def load_pipeline(model: str):
-    """(vae, text encoder, tokenizer, unet, scheduler config) of a Stable Diffusion pipeline, from
-    a folder or a hub id in the local cache, never from the network."""
-    import diffusers
-    import transformers
-    from huggingface_hub import constants
-
-    folder = Path(model).expanduser()
-    source = str(folder) if folder.is_dir() else model
-    if folder.is_dir():
-        missing = [s for s in ("vae", "text_encoder", "tokenizer", "unet", "scheduler") if not (folder / s).is_dir()]
-        if missing:
-            raise MissingWeightsError(f"{folder} is not a Stable Diffusion pipeline folder: it lacks {missing} "
-                                      "(a folder written by StableDiffusionPipeline.save_pretrained has them all)")
-    elif model.startswith(("/", ".", "~")) or "/" not in model or model.count("/") > 1:
-        raise MissingWeightsError(f"--model {model!r}: no such pipeline folder, and not a hub id like "
-                                  "stabilityai/stable-diffusion-2-1-base")
-    # fp32 parameters whatever the stored precision (fp16 weights, as the toy models keep, would
-    # otherwise load as fp16 and fail on CPU); mixed precision comes from autocast at run time.
-    try:
-        vae = diffusers.AutoencoderKL.from_pretrained(source, subfolder="vae", local_files_only=True,
-                                                      torch_dtype=torch.float32)
-        unet = diffusers.UNet2DConditionModel.from_pretrained(source, subfolder="unet", local_files_only=True,
-                                                              torch_dtype=torch.float32)
-        text_encoder = transformers.CLIPTextModel.from_pretrained(source, subfolder="text_encoder",
-                                                                  local_files_only=True, dtype=torch.float32)
-        tokenizer = transformers.CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=True)
-        scheduler = dict(diffusers.DDPMScheduler.load_config(source, subfolder="scheduler", local_files_only=True))
-    except (OSError, ValueError, EnvironmentError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MissingWeightsError(
-            f"cannot load the pipeline {model!r} offline ({first[:300]}). Looked in "
-            f"{'that folder' if folder.is_dir() else f'the Hugging Face cache {constants.HF_HUB_CACHE}'}. Download it "
-            f"once where there is network (`huggingface-cli download {model}`), or pass a folder written by "
-            "StableDiffusionPipeline.save_pretrained."
-        ) from err
-    if unet.config.cross_attention_dim != text_encoder.config.hidden_size:
-        raise HarnessError(f"{model}: the UNet attends to width {unet.config.cross_attention_dim} but the text "
-                           f"encoder gives {text_encoder.config.hidden_size}; the components do not belong together")
-    if unet.config.in_channels != vae.config.latent_channels:
-        raise HarnessError(f"{model}: the UNet takes {unet.config.in_channels} channels but the VAE makes "
-                           f"{vae.config.latent_channels}")
-    return vae, text_encoder, tokenizer, unet, scheduler
+def _timesteps(value: int | tuple[int, ...], train_steps: int) -> list[int]:
+    """The timesteps of a ``timesteps`` option for a schedule of ``train_steps`` steps."""
+    if isinstance(value, int):
+        if value > train_steps:
+            raise HarnessError(f"--opt timesteps={value}: the schedule has only {train_steps} timesteps, so some "
+                               f"would repeat; ask for at most {train_steps}")
+        return even_timesteps(value, train_steps)
+    outside = [t for t in value if not 0 <= t < train_steps]
+    if outside:
+        raise HarnessError(f"--opt timesteps: {outside} outside 0..{train_steps - 1}")
+    return list(value)

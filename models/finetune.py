@@ -16,7 +16,10 @@ Everything random (data order, caption choice, timesteps, noise) is drawn from t
 (epoch, step) counters for the whole global batch and then sliced per process, so a resumed run
 repeats an uninterrupted one and N processes repeat one process with the same global batch.
 Several processes (torchrun, accelerate launch) each take a slice of every global batch; the
-gradients of the few trained tensors are summed across processes after each step.
+gradients of the few trained tensors are summed across processes after each step. L_CLIP is
+open_clip's ClipLoss over the gathered global batch (each process keeps the gradient of its own
+rows); the learning rate follows diffusers' warm-up + cosine schedule; latents are noised by the
+pipeline's own scheduler.
 
 The paper's hyperparameters are not public: the defaults in FinetuneConfig say why they are what
 they are.
@@ -30,10 +33,8 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from harness import distributed
+from harness.devices import autocast, autocast_dtype, resolve_device
 from harness.errors import BadRecordError, HarnessError, MissingDataError
+from harness.files import atomic_write, atomic_write_text
 from harness.images import decode_image
-from models.clip import load_open_clip, resolve_device
-from models.diffusion import _betas, load_pipeline
+from harness.results import csv_text
+from models.clip import load_open_clip, save_local_dir
+from models.stable_diffusion import VaeImageTransform, load_pipeline, token_ids
 
 log = logging.getLogger("harness")
 
@@ -91,7 +95,7 @@ class FinetuneConfig:
     grad_norm_every: int = 10  # log each term's gradient norm into CLIP every N steps (costs a backward)
     seed: int = 0
     device: str = "auto"
-    precision: str = "auto"  # auto = bf16 autocast on GPU, fp32 on CPU
+    precision: str = "auto"  # auto = bf16 (or fp16) autocast on GPU, fp32 on CPU; fp32, fp16, bf16
     workers: int = 2  # image-decoding processes per rank (they prefetch the next steps)
     extra: dict[str, Any] = field(default_factory=dict)  # filled in: base model, data hash, commit
 
@@ -246,15 +250,19 @@ class Trainer:
         if config.batch_size % (self.world * config.grad_accum):
             raise HarnessError(f"--batch-size {config.batch_size} must divide into {self.world} processes x "
                                f"{config.grad_accum} accumulation steps")
-        self.device = resolve_device(distributed.rank_device(config.device))
-        self.amp = torch.bfloat16 if self.device.type == "cuda" and config.precision in ("auto", "bf16") else None
+        self.device = resolve_device(config.device)
+        self.amp = autocast_dtype(self.device, config.precision)
+        # fp16 gradients can underflow: scale the loss (bf16 and fp32 need no scaling)
+        self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
 
         self.clip, self.preprocess, self.tokenizer, quick_gelu, _ = load_open_clip(config.clip, config.pretrained)
         self.model_cfg = _model_config(config.clip, self.clip, quick_gelu)
-        self.vae, self.text_encoder, self.sd_tokenizer, self.unet, scheduler = load_pipeline(config.sd)
-        self.alphas_cumprod = torch.cumprod(1 - _betas(scheduler), dim=0).float()
-        if scheduler.get("prediction_type", "epsilon") != "epsilon":
-            raise HarnessError(f"{config.sd} predicts {scheduler.get('prediction_type')}; L_SDS as written needs an "
+        pipeline = load_pipeline(config.sd)
+        self.vae, self.text_encoder, self.sd_tokenizer, self.unet = (
+            pipeline.vae, pipeline.text_encoder, pipeline.tokenizer, pipeline.unet)
+        self.scheduler = pipeline.scheduler
+        if pipeline.prediction_type != "epsilon":
+            raise HarnessError(f"{config.sd} predicts {pipeline.prediction_type}; L_SDS as written needs an "
                                "epsilon-prediction model (e.g. SD 1.x or stable-diffusion-2-1-base)")
         latent = self.unet.config.sample_size
         factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
@@ -283,6 +291,15 @@ class Trainer:
             {"params": [p for _, p in self.trained], "lr": config.lr},
             {"params": list(self.head.parameters()) if self.head_trained else [], "lr": config.head_lr},
         ], weight_decay=config.weight_decay)
+        from diffusers.optimization import get_cosine_schedule_with_warmup
+        from open_clip.loss import ClipLoss
+
+        # Linear warm-up, then cosine decay to zero over the planned epochs (``max_steps`` only stops
+        # a run early: the schedule, like the data order, does not depend on it).
+        self.lr_schedule = get_cosine_schedule_with_warmup(self.optimizer, config.warmup_steps,
+                                                           self.steps_per_epoch * config.epochs)
+        # the global batch's InfoNCE; gathered features keep the gradient of this process's rows only
+        self.clip_loss = ClipLoss(local_loss=False, gather_with_grad=False, rank=self.rank, world_size=self.world)
         self.out = Path(config.out)
         self.step, self.skipped_images = 0, 0
         self.history: list[dict[str, float]] = []
@@ -297,16 +314,7 @@ class Trainer:
         total = self.steps_per_epoch * self.config.epochs
         return min(total, self.config.max_steps) if self.config.max_steps else total
 
-    def _lr_factor(self, step: int) -> float:
-        """Linear warm-up, then cosine decay to zero over the planned epochs (``max_steps`` only
-        stops a run early: the schedule, like the data order, does not depend on it)."""
-        if step < self.config.warmup_steps:
-            return (step + 1) / self.config.warmup_steps
-        planned = self.steps_per_epoch * self.config.epochs
-        progress = (step - self.config.warmup_steps) / max(1, planned - self.config.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    def _global_batch(self, step: int) -> dict[str, Any]:
+    def global_batch(self, step: int) -> dict[str, Any]:
         """Everything random about optimizer step ``step``, for the whole global batch."""
         indices = batch_indices(self.config.seed, step, len(self.samples), self.config.batch_size)
         epoch, within = divmod(step, self.steps_per_epoch)
@@ -317,47 +325,62 @@ class Trainer:
         eps = torch.randn((len(indices), *self.latent_shape), generator=generator)
         return {"indices": indices, "captions": captions, "t": t, "eps": eps}
 
+    def batch(self, step: int, decoded: list[tuple[int, Any]] | None = None) -> dict[str, Any]:
+        """This process's share of global batch ``step``, ready for ``losses``: pixels, CLIP
+        tokens, SD token ids, timesteps and noise (``decoded``: its images, if already decoded)."""
+        if decoded is None:
+            decoded = _StepImages(self.samples, self.config.seed, self.config.batch_size, self.rank, self.world,
+                                  self.preprocess)[step]
+        batch = self.global_batch(step)
+        per_rank = self.config.batch_size // self.world
+        mine = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+        captions = batch["captions"][mine]
+        return {"pixels": self._pixels(decoded), "tokens": self.tokenizer(captions),
+                "sd_ids": token_ids(self.sd_tokenizer, captions), "t": batch["t"][mine], "eps": batch["eps"][mine]}
+
     # -- losses -----------------------------------------------------------------------------------
-    def _losses(self, pixels, tokens, sd_ids, t, eps) -> dict[str, torch.Tensor]:
+    def latents(self, image_features: torch.Tensor) -> torch.Tensor:
+        """z = h_w(f(x)), rescaled to zero mean and unit variance per latent for ``--head normalised``."""
+        z = self.head(image_features.float())
+        if self.config.head == "normalised":
+            flat = z.flatten(1)
+            z = ((flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-6)).view_as(z)
+        return z
+
+    def losses(self, pixels, tokens, sd_ids, t, eps) -> dict[str, torch.Tensor]:
         """This rank's share: L_CLIP over the gathered global batch (gradient through the local
         rows), and L_SDS over the local rows divided by the process count, so that summing
-        gradients over processes gives the gradient of the global-batch loss."""
-        autocast = torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
-        with autocast:
+        gradients over processes gives the gradient of the global-batch loss. Returns the terms
+        ("clip", "sds", "total") and, when lambda is not 0, the latents "z" the UNet denoised."""
+        with autocast(self.device, self.amp):
             image = self.clip.encode_image(pixels)
             text = self.clip.encode_text(tokens)
         image_n, text_n = F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1)
-        all_images, all_texts = _gather_with_local_grad(image_n, text_n)
-        logits = self.clip.logit_scale.exp().detach() * all_images @ all_texts.T
-        labels = torch.arange(len(logits), device=logits.device)
-        clip_loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        clip_loss = self.clip_loss(image_n, text_n, self.clip.logit_scale.exp().detach())
         out = {"clip": clip_loss}
         if self.config.lam == 0:  # the control: h_w and the UNet are not touched at all
             out["sds"] = torch.zeros((), device=self.device)
             out["total"] = clip_loss
             return out
-        z = self.head(image.float())
-        if self.config.head == "normalised":
-            flat = z.flatten(1)
-            z = ((flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-6)).view_as(z)
-        abar = self.alphas_cumprod.to(self.device)[t].view(-1, 1, 1, 1)
-        x_t = abar.sqrt() * z + (1 - abar).sqrt() * eps
+        z = self.latents(image)
+        x_t = self.scheduler.add_noise(z, eps, t)
         with torch.no_grad():
             cond = self.text_encoder(sd_ids)[0]
         if self.config.sds_grad == "full":
-            with autocast:
+            with autocast(self.device, self.amp):
                 eps_hat = self.unet(x_t, t, encoder_hidden_states=cond).sample
             sds = F.mse_loss(eps_hat.float(), eps)
             surrogate = sds
         else:
-            with torch.no_grad(), autocast:
+            with torch.no_grad(), autocast(self.device, self.amp):
                 eps_hat = self.unet(x_t.detach(), t, encoder_hidden_states=cond).sample
             eps_hat = eps_hat.float()
             sds = F.mse_loss(eps_hat, eps)
             # d(surrogate)/dz = w(t) (eps_hat - eps) / B, w(t) = 2 sqrt(abar_t) / D (see the module doc)
+            abar = self.scheduler.alphas_cumprod.to(z.device)[t].view(-1, 1, 1, 1)
             weight = 2 * abar.sqrt() / math.prod(self.latent_shape)
             surrogate = (weight * (eps_hat - eps)).detach().mul(z).sum() / len(z)
-        self._last_z = z  # for tests that look at the gradient reaching z
+        out["z"] = z
         out["sds"] = sds.detach()
         out["total"] = clip_loss + self.config.lam * surrogate / self.world
         return out
@@ -394,43 +417,36 @@ class Trainer:
         return self.out
 
     def _optimizer_step(self, decoded: list[tuple[int, Any]]) -> dict[str, float]:
-        batch = self._global_batch(self.step)
-        per_rank = self.config.batch_size // self.world
-        mine = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
-        micro = per_rank // self.config.grad_accum
+        batch = self.batch(self.step, decoded)
+        micro = len(batch["pixels"]) // self.config.grad_accum
         self.optimizer.zero_grad(set_to_none=True)
         totals = {"clip": 0.0, "sds": 0.0, "grad_norm_clip": float("nan"), "grad_norm_sds": float("nan")}
-        pixels_all = self._pixels(decoded)
+        lr = self.optimizer.param_groups[0]["lr"]
         for k in range(self.config.grad_accum):
             part = slice(k * micro, (k + 1) * micro)
-            captions = batch["captions"][mine][part]
-            pixels = pixels_all[part].to(self.device)
-            tokens = self.tokenizer(captions).to(self.device)
-            sd_ids = self.sd_tokenizer(captions, padding="max_length", max_length=self.sd_tokenizer.model_max_length,
-                                       truncation=True, return_tensors="pt").input_ids.to(self.device)
-            t = batch["t"][mine][part].to(self.device)
-            eps = batch["eps"][mine][part].to(self.device)
-            losses = self._losses(pixels, tokens, sd_ids, t, eps)
-            if not all(torch.isfinite(v).all() for v in losses.values()):
+            inputs = {name: value[part].to(self.device) for name, value in batch.items()}
+            losses = self.losses(inputs["pixels"], inputs["tokens"], inputs["sd_ids"], inputs["t"], inputs["eps"])
+            terms = {name: losses[name] for name in ("clip", "sds", "total")}
+            if not all(torch.isfinite(v).all() for v in terms.values()):
                 raise HarnessError(
                     f"the loss became non-finite at step {self.step} (L_CLIP {losses['clip'].item()}, L_SDS "
                     f"{float(losses['sds'])}); stopped without saving, the last good checkpoint in {self.out} is "
                     "kept. Lower --lr or --lambda, or try --precision fp32.")
             if self.config.grad_norm_every and self.step % self.config.grad_norm_every == 0:
                 totals.update(self._grad_norms(losses))
-            (losses["total"] / self.config.grad_accum).backward()
+            self.grad_scaler.scale(losses["total"] / self.config.grad_accum).backward()
             totals["clip"] += losses["clip"].item() / self.config.grad_accum
             totals["sds"] += losses["sds"].item() / self.config.grad_accum
         self._sum_gradients_across_processes()
-        for group in self.optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-            group["lr"] = group["initial_lr"] * self._lr_factor(self.step)
-        self.optimizer.step()
-        return {"step": self.step, **totals, "lr": self.optimizer.param_groups[0]["lr"]}
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        self.lr_schedule.step()
+        return {"step": self.step, **totals, "lr": lr}
 
     def _grad_norms(self, losses) -> dict[str, float]:
         """The gradient norm each loss term sends into the trained CLIP parameters (logged to see
-        whether L_SDS reaches CLIP at all, or h_w absorbs it: the shortcut PROTOCOLS.md warns of)."""
+        whether L_SDS reaches CLIP at all, or h_w absorbs it: h_w can learn a z that the UNet denoises
+        easily whatever the image, and then almost no gradient reaches CLIP)."""
         params = [p for _, p in self.trained]
         norms = {}
         for name in ("clip", "sds"):
@@ -470,11 +486,9 @@ class Trainer:
     def _fit_head(self) -> None:
         """frozen-fit: least squares from CLIP image embeddings to the scaled VAE latent means of
         up to FIT_IMAGES training images (the first ones of the seed's order), with a small ridge."""
-        from models.diffusion import _ImageTransform
-
         order = np.random.default_rng([self.config.seed, 99]).permutation(len(self.samples))[:FIT_IMAGES]
         resolution = self.latent_shape[1] * 2 ** (len(self.vae.config.block_out_channels) - 1)
-        to_vae = _ImageTransform(resolution)
+        to_vae = VaeImageTransform(resolution)
         features, targets = [], []
         with torch.no_grad():
             for start in range(0, len(order), 64):
@@ -502,20 +516,13 @@ class Trainer:
         if self.rank != 0:
             distributed.barrier()
             return
-        import open_clip
         from safetensors.torch import save_file
 
         from harness.results import git_commit
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.clip.state_dict().items()}
-        _atomic(self.out / "open_clip_model.safetensors", lambda p: save_file(state, p))
-        preprocess = {k: list(v) if isinstance(v, tuple) else v
-                      for k, v in open_clip.get_model_preprocess_cfg(self.clip).items()}
-        _atomic_text(self.out / "open_clip_config.json",
-                     json.dumps({"model_cfg": self.model_cfg, "preprocess_cfg": preprocess}, indent=2))
+        save_local_dir(self.out, self.clip, self.model_cfg)
         head = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
-        _atomic(self.out / "sds_head.safetensors", lambda p: save_file(head, p))
+        atomic_write(self.out / "sds_head.safetensors", lambda p: save_file(head, str(p)))
         extra = {"base_clip": self.config.clip, "base_pretrained": self.config.pretrained,
                  "data_hash": data_hash(self.samples), "n_images": len(self.samples), "git_commit": git_commit(),
                  "step": self.step, "total_steps": self.total_steps, "processes": self.world,
@@ -523,17 +530,14 @@ class Trainer:
                  "trained_parameters": [n for n, _ in self.trained],
                  "head_fit_residual": getattr(self, "head_fit_residual", None)}
         config = dataclasses.asdict(self.config) | {"extra": extra}
-        _atomic_text(self.out / "finetune_config.json", json.dumps(config, indent=2, default=str))
-        with open(self.out / ".losses.csv.tmp", "w", newline="", encoding="utf-8") as f:
-            if self.history:
-                writer = csv.DictWriter(f, fieldnames=list(self.history[0]))
-                writer.writeheader()
-                writer.writerows(self.history)
-        os.replace(self.out / ".losses.csv.tmp", self.out / "losses.csv")
+        atomic_write_text(self.out / "finetune_config.json", json.dumps(config, indent=2, default=str) + "\n")
+        atomic_write_text(self.out / "losses.csv", csv_text(self.history, list(self.history[0])) if self.history else "")
+        # plain tensors, numbers and lists only: it loads back with torch.load(weights_only=True)
         trainer_state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "history": self.history,
                          "skipped_images": self.skipped_images, "head": head,
+                         "lr_schedule": self.lr_schedule.state_dict(), "grad_scaler": self.grad_scaler.state_dict(),
                          "trained": {n: p.detach().cpu() for n, p in self.trained}}
-        _atomic(self.out / "trainer_state.pt", lambda p: torch.save(trainer_state, p))
+        atomic_write(self.out / "trainer_state.pt", lambda p: torch.save(trainer_state, p))
         distributed.barrier()
 
     def _load_state(self) -> None:
@@ -547,13 +551,19 @@ class Trainer:
         if changed:
             raise HarnessError(f"--resume with different settings than the saved run: {changed}; "
                                "resume with the same options, or start a new --out")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        try:  # weights_only: a planted file cannot run code while it loads
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise HarnessError(f"--resume: {path} is not a trainer state this harness wrote ({type(err).__name__}: "
+                               f"{str(err).splitlines()[0] if str(err) else ''}); start a new --out") from None
         names = dict(self.trained)
         with torch.no_grad():
             for name, value in state["trained"].items():
                 names[name].copy_(value)
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.grad_scaler.load_state_dict(state["grad_scaler"])
         self.step, self.history, self.skipped_images = state["step"], state["history"], state["skipped_images"]
 
 
@@ -570,20 +580,6 @@ def finetune(config: FinetuneConfig, resume: bool = False, progress: bool = True
 
 # -- helpers --------------------------------------------------------------------------------------
 
-def _gather_with_local_grad(images: torch.Tensor, texts: torch.Tensor):
-    """All processes' features, this process's rows keeping their gradient."""
-    rank, size = distributed.world()
-    if size == 1:
-        return images, texts
-    gathered = []
-    for local in (images, texts):
-        parts = [torch.zeros_like(local) for _ in range(size)]
-        torch.distributed.all_gather(parts, local.detach())
-        parts[rank] = local
-        gathered.append(torch.cat(parts))
-    return gathered[0], gathered[1]
-
-
 def _model_config(name: str, model: torch.nn.Module, quick_gelu: bool) -> dict[str, Any]:
     """The open_clip model config to save beside the weights, activation included."""
     import open_clip
@@ -595,16 +591,6 @@ def _model_config(name: str, model: torch.nn.Module, quick_gelu: bool) -> dict[s
     if cfg is None:
         raise HarnessError(f"cannot find the open_clip config of {name} to save with the fine-tuned weights")
     return {**cfg, "quick_gelu": bool(quick_gelu)}
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(str(tmp))
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    _atomic(path, lambda p: Path(p).write_text(text + "\n", encoding="utf-8"))
 
 
 def iter_losses(folder: Path) -> Iterator[dict[str, str]]:

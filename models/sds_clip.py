@@ -13,14 +13,22 @@ from typing import Any
 
 from harness.api import ScorerConfig
 from harness.errors import HarnessError, MissingWeightsError
+from harness.results import portable_model_name
+from models import toy_models
 from models.clip import ClipScorer
 
 
 class SdsClipScorer(ClipScorer):
+    """The CLIP scorer on a `harness finetune` output folder. Options: ``harness ls sds-clip``."""
+
     family = "sds-clip"
+    default_model = "toy:sds-clip"
 
     def __init__(self, config: ScorerConfig) -> None:
-        folder = Path(config.model.removeprefix("local-dir:")).expanduser().resolve()
+        if toy_models.is_toy(config.model):
+            folder = toy_models.toy_folder(config.model)
+        else:
+            folder = Path(config.model.removeprefix("local-dir:")).expanduser().resolve()
         if config.pretrained:
             raise HarnessError("--pretrained is not used by sds-clip: --model is the folder `harness finetune` wrote")
         manifest = folder / "finetune_config.json"
@@ -29,8 +37,9 @@ class SdsClipScorer(ClipScorer):
                 f"{folder} is not a `harness finetune` output folder (no finetune_config.json); for any other "
                 "open_clip folder use --scorer clip --model local-dir:PATH")
         self.finetune = json.loads(manifest.read_text(encoding="utf-8"))
-        super().__init__(ScorerConfig(model=f"local-dir:{folder}", device=config.device, batch_size=config.batch_size,
-                                      seed=config.seed, options=config.options))
+        super().__init__(ScorerConfig(model=f"local-dir:{folder}", device=config.device, seed=config.seed,
+                                      options=config.options))
+        self.given_model = config.model  # result rows name the model as the user did
         self.folder = folder
 
     def fingerprint(self) -> dict[str, Any]:
@@ -38,10 +47,12 @@ class SdsClipScorer(ClipScorer):
 
     def describe(self) -> dict[str, str]:
         extra = self.finetune.get("extra", {})
-        base = extra.get("base_clip", "?") + (f"/{extra['base_pretrained']}" if extra.get("base_pretrained") else "")
+        base = portable_model_name(str(extra.get("base_clip", "?")))
+        if extra.get("base_pretrained"):
+            base += f"/{portable_model_name(str(extra['base_pretrained']))}"
         return {
-            "model": str(self.folder),
+            "model": portable_model_name(self.given_model, self._weights),
             "pretrained": (f"base={base} lambda={self.finetune.get('lam')} sds_grad={self.finetune.get('sds_grad')} "
-                           f"head={self.finetune.get('head', 'linear')} train={self.finetune.get('train')} step={extra.get('step')}/{extra.get('total_steps')} "
-                           f"data={extra.get('data_hash')}"),
+                           f"head={self.finetune.get('head', 'linear')} train={self.finetune.get('train')} "
+                           f"step={extra.get('step')}/{extra.get('total_steps')} data={extra.get('data_hash')}"),
         }

@@ -63,6 +63,8 @@ def build_tiny_clip(folder: Path, seed: int = 0, quick_gelu: bool = False) -> Ti
     import torch
     from safetensors.torch import save_file
 
+    from models.clip import save_local_dir
+
     arch = register_tiny_arch()
     torch.manual_seed(seed)
     model = open_clip.create_model(arch, quick_gelu=quick_gelu)
@@ -73,13 +75,7 @@ def build_tiny_clip(folder: Path, seed: int = 0, quick_gelu: bool = False) -> Ti
     config = json.loads((ASSETS / f"{TINY_ARCH}.json").read_text())
     if quick_gelu:
         config["quick_gelu"] = True
-    local = folder / "local"
-    local.mkdir(exist_ok=True)
-    (local / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": config,
-        "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)},
-    }))
-    save_file(state, local / "open_clip_model.safetensors")
+    local = save_local_dir(folder / "local", model, config)
     return TinyClip(arch, config, folder / "tiny.safetensors", folder / "tiny.pt", local)
 
 
@@ -217,7 +213,7 @@ def scorer_config(name: str, tmp: Path):
 
     if name == "clip":
         tiny = build_tiny_clip(tmp / "clip")
-        return ScorerConfig(model=f"local-dir:{tiny.local_dir}", batch_size=8)
+        return ScorerConfig(model=f"local-dir:{tiny.local_dir}", options={"batch_size": 8})
     if name == "sds-clip":
         from factories_diffusion import build_tiny_sd
 
@@ -228,11 +224,11 @@ def scorer_config(name: str, tmp: Path):
         out = finetune(FinetuneConfig(clip=f"local-dir:{tiny.local_dir}", sd=str(build_tiny_sd(tmp / "sd")),
                                       out=str(tmp / "sds"), data_root=str(tmp / "coco_data"), batch_size=4,
                                       max_steps=1, workers=0), progress=False)
-        return ScorerConfig(model=str(out), batch_size=8)
+        return ScorerConfig(model=str(out), options={"batch_size": 8})
     if name == "diffusion":
         from factories_diffusion import build_tiny_sd  # imports this module: import here
 
-        return ScorerConfig(model=str(build_tiny_sd(tmp / "sd")), batch_size=64, options={"timesteps": 2})
+        return ScorerConfig(model=str(build_tiny_sd(tmp / "sd")), options={"batch_size": 64, "timesteps": 2})
     raise KeyError(f"no tiny test model for scorer {name!r}: add one to tests/factories.py")
 
 

@@ -21,13 +21,6 @@ from models.clip_tokenizer import (  # noqa: F401  (re-exported for the tests)
 TINY_SD_IMAGE_SIZE = 64
 TINY_SD_LATENT_SIZE = TINY_SD_IMAGE_SIZE // 8
 
-# Stable Diffusion's training noise schedule (the scheduler config of SD 1.x and 2.x checkpoints).
-SD_SCHEDULE = {
-    "num_train_timesteps": 1000,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-}
 # SD 1.x VAE latent scaling factor.
 SD_VAE_SCALING_FACTOR = 0.18215
 
@@ -85,15 +78,10 @@ def tiny_vae_kwargs() -> dict:
     }
 
 
-def build_tiny_sd_pipeline(prediction_type: str = "epsilon", seed: int = 0):
-    """The tiny StableDiffusionPipeline in memory, random weights drawn from `seed`."""
+def build_tiny_sd_components(prediction_type: str = "epsilon", seed: int = 0) -> dict:
+    """The tiny pipeline's parts in memory (vae, text_encoder, tokenizer, unet), random weights from `seed`."""
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDPMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     if prediction_type not in ("epsilon", "v_prediction"):
@@ -104,14 +92,8 @@ def build_tiny_sd_pipeline(prediction_type: str = "epsilon", seed: int = 0):
     vae = AutoencoderKL(**tiny_vae_kwargs())
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(tiny_text_encoder_config())
-    scheduler = DDPMScheduler(**SD_SCHEDULE, prediction_type=prediction_type,
-                              clip_sample=False, steps_offset=1)
-    for model in (unet, vae, text_encoder):
-        model.eval()
-    return StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=build_clip_tokenizer(), unet=unet,
-        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
+    return {"vae": vae.eval(), "text_encoder": text_encoder.eval(), "tokenizer": build_clip_tokenizer(),
+            "unet": unet.eval()}
 
 
 def build_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0) -> Path:
@@ -120,9 +102,7 @@ def build_tiny_sd(folder: Path, prediction_type: str = "epsilon", seed: int = 0)
     Loads back offline with `StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)`
     or component by component (subfolders vae, unet, text_encoder, tokenizer, scheduler). About 15 MB.
     """
-    pipe = build_tiny_sd_pipeline(prediction_type, seed)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(folder)
-    write_clip_vocab_files(folder / "tokenizer")
-    return folder
+    from models.stable_diffusion import save_pipeline
+
+    return save_pipeline(Path(folder), **build_tiny_sd_components(prediction_type, seed),
+                         prediction_type=prediction_type)

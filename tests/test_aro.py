@@ -203,7 +203,7 @@ def test_order_precision_at_1_is_strict_and_rows_name_the_frozen_file(aro_root):
 
 def test_each_coco_image_is_encoded_once_for_its_five_captions(aro_root, tiny_clip, monkeypatch, tmp_path):
     bench = ARO(aro_root, "coco-order", tagger=toy_tagger)
-    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", batch_size=4))
+    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", options={"batch_size": 4}))
     seen = []
     encode_image = scorer.model.encode_image
     monkeypatch.setattr(scorer.model, "encode_image", lambda x, *a, **k: seen.append(len(x)) or encode_image(x))
@@ -214,7 +214,7 @@ def test_each_coco_image_is_encoded_once_for_its_five_captions(aro_root, tiny_cl
 
 def test_whole_aro_run_reports_every_subset(aro_root, tiny_clip, tmp_path):
     bench = ARO(aro_root, tagger=toy_tagger)
-    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", batch_size=16))
+    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", options={"batch_size": 16}))
     result = evaluate(scorer, bench, ScoreStore(tmp_path / "s.sqlite"), workers=0, progress=False)
     main = {(r.subset, r.metric) for r in result.rows if "=" not in r.subset}
     assert main == {("vg-relation", "macro_accuracy"), ("vg-relation", "accuracy"),
@@ -233,6 +233,6 @@ def test_a_box_outside_its_image_stops_the_run_naming_the_item(aro_root, tiny_cl
     records = json.loads(path.read_text())
     records[3].update({"bbox_x": 500, "bbox_y": 500})
     path.write_text(json.dumps(records))
-    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", batch_size=4))
+    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", options={"batch_size": 4}))
     with pytest.raises(ImageDecodeError, match=r"item 'vg-relation/3'.*lies outside the 96x96 image"):
         evaluate(scorer, ARO(aro_root, "vg-relation"), ScoreStore(tmp_path / "s.sqlite"), workers=0, progress=False)

@@ -118,7 +118,8 @@ def test_killed_and_interrupted_processes_resume(tiny_clip, tmp_path):
     db = results_dir / "scores.sqlite"
     cmd = [sys.executable, "-m", "harness", "run", "--scorer", "clip", "--bench", "winoground",
            "--model", f"local-dir:{tiny_clip.local_dir}", "--data-root", str(tmp_path / "data"),
-           "--results-dir", str(results_dir), "--batch-size", "1", "--workers", "0", "--no-progress"]
+           "--results-dir", str(results_dir), "--batch-size", "1", "--chunk-items", "1", "--workers", "0",
+           "--no-progress"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
     killed = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

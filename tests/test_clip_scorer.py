@@ -45,7 +45,7 @@ def harness_scores(config: ScorerConfig, bench, tmp_path, **kwargs) -> list[np.n
 def test_local_dir_matches_plain_open_clip(tiny_clip, wino_parquet_root, tmp_path):
     bench = Winoground(wino_parquet_root)
     name = f"local-dir:{tiny_clip.local_dir}"
-    ours = harness_scores(ScorerConfig(model=name, batch_size=5), bench, tmp_path)
+    ours = harness_scores(ScorerConfig(model=name, options={"batch_size": 5}), bench, tmp_path)
     ref = plain_scores(name, None, bench)
     assert len(ours) == len(ref) == 24
     for a, b in zip(ours, ref):
@@ -56,7 +56,7 @@ def test_local_dir_matches_plain_open_clip(tiny_clip, wino_parquet_root, tmp_pat
 def test_arch_plus_weights_file_matches_plain_open_clip(tiny_clip, wino_jsonl_root, tmp_path, weights):
     bench = Winoground(wino_jsonl_root)
     path = str(getattr(tiny_clip, weights, None) or shutil.copy(tiny_clip.pt, tmp_path / "tiny.bin"))
-    ours = harness_scores(ScorerConfig(model=tiny_clip.arch, pretrained=path, batch_size=7), bench, tmp_path,
+    ours = harness_scores(ScorerConfig(model=tiny_clip.arch, pretrained=path, options={"batch_size": 7}), bench, tmp_path,
                           chunk_items=5)
     ref = plain_scores(tiny_clip.arch, path, bench)
     for a, b in zip(ours, ref):
@@ -66,8 +66,8 @@ def test_arch_plus_weights_file_matches_plain_open_clip(tiny_clip, wino_jsonl_ro
 def test_batch_size_does_not_change_scores(tiny_clip, wino_parquet_root, tmp_path):
     bench = Winoground(wino_parquet_root)
     name = f"local-dir:{tiny_clip.local_dir}"
-    a = harness_scores(ScorerConfig(model=name, batch_size=1), bench, tmp_path / "a")
-    b = harness_scores(ScorerConfig(model=name, batch_size=64), bench, tmp_path / "b")
+    a = harness_scores(ScorerConfig(model=name, options={"batch_size": 1}), bench, tmp_path / "a")
+    b = harness_scores(ScorerConfig(model=name, options={"batch_size": 64}), bench, tmp_path / "b")
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, atol=1e-5)
 
@@ -77,7 +77,7 @@ def test_each_unique_image_and_text_is_encoded_once(tiny_clip, tmp_path):
     items = [Item(id=str(k), images=(str(k % 3),), texts=(f"t{k % 4}", f"t{(k + 1) % 4}"), truth=(0,))
              for k in range(6)]
     bench = PhotoBenchmark.make(items)
-    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", batch_size=2))
+    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", options={"batch_size": 2}))
     seen = count_encoder_inputs(scorer.model)
     result = evaluate(scorer, bench, ScoreStore(tmp_path / "s.sqlite"), workers=0, chunk_items=2, progress=False)
     assert seen == {"images": 3, "texts": 4}
@@ -181,7 +181,7 @@ def test_bad_model_names(tiny_clip, tmp_path):
         ClipScorer(ScorerConfig(model=tiny_clip.arch))
     with pytest.raises(HarnessError, match="cannot be combined"):
         ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", pretrained="openai"))
-    with pytest.raises(HarnessError, match="unknown clip scorer option"):
+    with pytest.raises(HarnessError, match="--opt temperature: not an option of scorer clip; valid: batch_size"):
         ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", options={"temperature": "2"}))
 
 
@@ -205,7 +205,9 @@ def test_fingerprint_tracks_weights_not_names(tiny_clip, tmp_path):
     c = ClipScorer(ScorerConfig(model=f"local-dir:{other.local_dir}"))
     assert a.fingerprint()["weights"] == b.fingerprint()["weights"] != c.fingerprint()["weights"]
     assert json.dumps(a.fingerprint())  # JSON-serialisable, it keys the store
-    assert a.describe() == {"model": tiny_clip.arch, "pretrained": str(tiny_clip.safetensors)}
+    weights = a.fingerprint()["weights"][:12]  # rows name a weights file portably: its name and weights hash
+    assert a.describe() == {"model": tiny_clip.arch, "pretrained": f"tiny.safetensors@{weights}"}
+    assert b.describe() == {"model": f"local-dir:{tiny_clip.local_dir.name}@{weights}", "pretrained": ""}
 
 
 def test_device_errors_are_clear(tiny_clip):
@@ -271,7 +273,7 @@ def test_prompt_ensembles_match_open_clips_zero_shot_classifier(tiny_clip, tmp_p
     templates = [lambda c: f"a photo of a {c}.", lambda c: f"a drawing of a {c}.", lambda c: f"itap of a {c}."]
     candidates = tuple(Prompts(c, tuple(t(c) for t in templates)) for c in classes)
     items = [Item(id=str(k), images=(str(k),), texts=candidates, truth=(k % 3,)) for k in range(4)]
-    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", batch_size=4))
+    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", options={"batch_size": 4}))
     ours = evaluate(scorer, PhotoBenchmark.make(items), ScoreStore(tmp_path / "s.sqlite"), workers=0,
                     progress=False).scores
 
@@ -287,7 +289,7 @@ def test_prompt_ensembles_match_open_clips_zero_shot_classifier(tiny_clip, tmp_p
 
 
 def test_trimmed_text_positions_match_full_length_encoding(tiny_clip):
-    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", batch_size=3))
+    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", options={"batch_size": 3}))
     assert scorer.fingerprint()["text_positions"] == "trimmed"
     texts = ["a dog", "a very long caption " + "with many words " * 6, "cat", "a dog on a couch", "x " * 90]
     scorer.encode_texts(texts)

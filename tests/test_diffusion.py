@@ -13,7 +13,8 @@ from diffusion_reference import PlainDiffusionScore
 from factories import PhotoBenchmark, write_winoground_parquet
 from factories_diffusion import build_tiny_sd
 
-from benchmarks.winoground import Winoground, winoground_outcome
+from benchmarks.winoground import Winoground
+from harness.metrics import winoground_outcome
 from harness.api import Item, ScorerConfig
 from harness.errors import HarnessError, MissingWeightsError
 from harness.runner import evaluate
@@ -40,8 +41,8 @@ def wino6(tmp_path_factory):
 
 def _scores(folder, bench, tmp_path, name="s", **options):
     batch_size = options.pop("batch_size", 16)
-    scorer = DiffusionScorer(ScorerConfig(model=str(folder), batch_size=batch_size,
-                                          options={"timesteps": 3, **options}))
+    scorer = DiffusionScorer(ScorerConfig(model=str(folder),
+                                          options={"batch_size": batch_size, "timesteps": 3, **options}))
     result = evaluate(scorer, bench, ScoreStore(tmp_path / f"{name}.sqlite"), workers=0, progress=False)
     return scorer, result
 
@@ -123,11 +124,11 @@ def test_even_timesteps():
 
 
 def test_bad_options_and_missing_pipelines(tiny_sd, tmp_path, monkeypatch):
-    with pytest.raises(HarnessError, match="unknown diffusion scorer option.*valid: timesteps"):
+    with pytest.raises(HarnessError, match="--opt steps: not an option of scorer diffusion; valid: batch_size, timesteps"):
         DiffusionScorer(ScorerConfig(model=str(tiny_sd), options={"steps": 3}))
-    with pytest.raises(HarnessError, match="timesteps .*outside 0..999"):
+    with pytest.raises(HarnessError, match=r"timesteps: \[2000\] outside 0..999"):
         DiffusionScorer(ScorerConfig(model=str(tiny_sd), options={"timesteps": "10,2000"}))
-    with pytest.raises(HarnessError, match="distance 'cosine'"):
+    with pytest.raises(HarnessError, match="distance='cosine' for scorer diffusion: expected one of l2, l1"):
         DiffusionScorer(ScorerConfig(model=str(tiny_sd), options={"distance": "cosine"}))
     with pytest.raises(HarnessError, match="--pretrained is not used"):
         DiffusionScorer(ScorerConfig(model=str(tiny_sd), pretrained="x"))

@@ -14,7 +14,7 @@ from factories_diffusion import (
     EOS_ID,
     TINY_SD_IMAGE_SIZE,
     build_tiny_sd,
-    build_tiny_sd_pipeline,
+    build_tiny_sd_components,
 )
 
 PROMPTS = ["a photo of a dog", "Two cats, sleeping on a red couch!", "an astronaut riding a horse in 1969"]
@@ -111,8 +111,8 @@ def test_vae_and_unet_shapes(tiny_sd):
 
 def test_deterministic_from_seed():
     def weights(seed):
-        pipe = build_tiny_sd_pipeline(seed=seed)
-        return [m.state_dict() for m in (pipe.unet, pipe.vae, pipe.text_encoder)]
+        parts = build_tiny_sd_components(seed=seed)
+        return [parts[name].state_dict() for name in ("unet", "vae", "text_encoder")]
 
     a, b, c = weights(0), weights(0), weights(1)
     for sa, sb in zip(a, b):

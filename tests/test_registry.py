@@ -11,7 +11,7 @@ from harness.registry import BENCHMARKS, SCORERS, Registry
 
 
 def make_registry() -> Registry:
-    r = Registry("scorer", "harness.api:Scorer", "harness.test-nothing-registered-here")
+    r = Registry("scorer", "no-plugin-table-has-this-section", base="harness.api:Scorer")
     r.add("clip", "models.clip:ClipScorer", "CLIP")
     return r
 
@@ -48,19 +48,51 @@ def test_entry_that_is_not_a_subclass_is_refused():
         r.get("bad")
 
 
-def test_entry_points_add_plugins_and_duplicates_are_ignored_with_a_warning(monkeypatch):
-    plugins = [
-        EntryPoint("myscorer", "models.clip:ClipScorer", "harness.scorers"),
-        EntryPoint("clip", "somewhere.else:Clip", "harness.scorers"),
+class _Dist:
+    def __init__(self, name):
+        self.name = name
+
+
+def test_plugin_tables_are_read_own_first_and_a_taken_name_is_refused_with_a_warning(monkeypatch):
+    """Built-ins and third-party plug-ins are declared the same way: a table named by an entry point."""
+    import types
+
+    tables = {
+        "own_table": {"scorers": {"clip": ("models.clip:ClipScorer", "CLIP")}},
+        "their_table": {"scorers": {"clip": ("somewhere.else:Clip", "theirs"),
+                                    "myscorer": ("models.clip:ClipScorer", "mine")}},
+    }
+    module = types.ModuleType("fake_plugins")
+    module.__dict__.update(tables)
+    monkeypatch.setitem(__import__("sys").modules, "fake_plugins", module)
+    points = [  # a third-party package listed before this harness: its table is still read second
+        EntryPoint("theirs", "fake_plugins:their_table", "harness.plugins")._for(_Dist("another-package")),
+        EntryPoint("ours", "fake_plugins:own_table", "harness.plugins")._for(_Dist(registry_module.OWN_DISTRIBUTION)),
     ]
-    monkeypatch.setattr(registry_module, "entry_points", lambda group: plugins)
-    r = Registry("scorer", "harness.api:Scorer", "harness.scorers")
-    r.add("clip", "models.clip:ClipScorer", "CLIP")
-    with pytest.warns(UserWarning, match="ignoring plug-in.*'clip' is already registered"):
-        names = r.names()
-    assert names == ["clip", "myscorer"]
-    assert r.entry("clip").origin == "built-in"
-    assert r.get("myscorer").family == "clip"
+    singles = [EntryPoint("single", "models.clip:ClipScorer", "harness.scorers")._for(_Dist("single-package"))]
+    monkeypatch.setattr(registry_module, "entry_points",
+                        lambda group: {"harness.plugins": points, "harness.scorers": singles}.get(group, []))
+    registry_module.plugin_tables.cache_clear()
+    try:
+        r = Registry("scorer", "scorers", base="harness.api:Scorer", single_group="harness.scorers")
+        with pytest.warns(UserWarning, match="ignoring plug-in.*'clip' is already registered"):
+            names = r.names()
+        assert names == ["clip", "myscorer", "single"]
+        assert r.entry("clip").origin == registry_module.OWN_DISTRIBUTION and r.entry("clip").summary == "CLIP"
+        assert r.entry("myscorer").origin == "another-package"
+        assert r.get("myscorer").family == "clip" and r.get("single").family == "clip"
+    finally:
+        registry_module.plugin_tables.cache_clear()
+
+
+def test_commands_are_functions_or_typer_apps():
+    from harness.registry import COMMANDS
+
+    assert {"finetune", "toy"} <= set(COMMANDS.names())
+    r = Registry("command", "no-such-section", check=callable, expected="a function or a typer app")
+    r.add("bad", "harness.registry:PLUGIN_GROUP", "a string, not a command")
+    with pytest.raises(HarnessError, match="not a function or a typer app"):
+        r.get("bad")
 
 
 def test_builtin_registries_hold_the_spine():

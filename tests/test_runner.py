@@ -33,7 +33,7 @@ class CountingScorer(ClipScorer):
 
 
 def _config(tiny_clip, batch_size=4):
-    return ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", batch_size=batch_size)
+    return ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", options={"batch_size": batch_size})
 
 
 def test_interrupted_evaluation_resumes_without_rescoring(tiny_clip, wino_parquet_root, tmp_path):
@@ -42,11 +42,11 @@ def test_interrupted_evaluation_resumes_without_rescoring(tiny_clip, wino_parque
     first = CountingScorer(_config(tiny_clip))
     first.stop_after = 10
     with pytest.raises(KeyboardInterrupt):
-        evaluate(first, bench, store, workers=0, progress=False)
+        evaluate(first, bench, store, workers=0, chunk_items=4, progress=False)
     assert first.scored == [str(i) for i in range(8)]  # two chunks of 4 were committed
 
     second = CountingScorer(_config(tiny_clip))
-    resumed = evaluate(second, bench, store, workers=0, progress=False)
+    resumed = evaluate(second, bench, store, workers=0, chunk_items=4, progress=False)
     assert second.scored == [str(i) for i in range(8, 24)]
     assert resumed.scored_now == 16
 
@@ -60,7 +60,7 @@ def test_interrupted_run_writes_no_rows_and_the_rerun_writes_one_set(tiny_clip, 
                                                                       monkeypatch):
     results_dir = tmp_path / "results"
     kwargs = dict(scorer="clip", bench="winoground", model=f"local-dir:{tiny_clip.local_dir}",
-                  data_root=wino_parquet_root, results_dir=results_dir, batch_size=4, workers=0, progress=False)
+                  data_root=wino_parquet_root, results_dir=results_dir, options={"batch_size": 4}, chunk_items=4, workers=0, progress=False)
     calls = {"n": 0}
     original = ClipScorer.score
 
@@ -102,7 +102,11 @@ def test_run_files_record_config_rows_and_item_scores(tiny_clip, wino_parquet_ro
     assert np.array(lines[0]["scores"]).shape == (2, 2) and set(lines[0]) >= {"text", "image", "group"}
     row = result.rows[0]
     assert row["n"] == 5 and row["seed"] == 7 and row["benchmark_version"] == "1"
-    assert row["model"] == f"local-dir:{tiny_clip.local_dir}" and row["device"] == "cpu"
+    # the row names the model portably (folder name and weights hash); config.json keeps the path
+    weights = config["scorer_fingerprint"]["weights"][:12]
+    assert row["model"] == f"local-dir:{tiny_clip.local_dir.name}@{weights}" and row["device"] == "cpu"
+    assert config["scorer_config"]["model"] == f"local-dir:{tiny_clip.local_dir}"
+    assert str(tmp_path) not in (tmp_path / "leaderboard.csv").read_text()
     assert (result.run_dir / "metrics.csv").read_text().count("\n") == len(result.rows) + 1
 
 
@@ -116,7 +120,7 @@ def test_nan_scores_stop_the_run_and_keep_earlier_chunks(tiny_clip, wino_parquet
     monkeypatch.setattr(ClipScorer, "score", nan_on_item_9)
     with pytest.raises(NonFiniteScoreError, match="non-finite scores .* item '9'"):
         run(scorer="clip", bench="winoground", model=f"local-dir:{tiny_clip.local_dir}",
-            data_root=wino_parquet_root, results_dir=tmp_path, batch_size=4, workers=0, progress=False)
+            data_root=wino_parquet_root, results_dir=tmp_path, options={"batch_size": 4}, chunk_items=4, workers=0, progress=False)
     assert read_leaderboard(tmp_path).empty
     store = ScoreStore(tmp_path / "scores.sqlite")
     stored = set()
@@ -133,7 +137,7 @@ def test_corrupt_image_names_item_and_file(tiny_clip, tmp_path, workers):
     (tmp_path / "winoground" / "data" / "images" / "ex_4_img_1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(ImageDecodeError) as err:
         run(scorer="clip", bench="winoground", model=f"local-dir:{tiny_clip.local_dir}", data_root=tmp_path,
-            results_dir=tmp_path / "results", batch_size=2, workers=workers, progress=False)
+            results_dir=tmp_path / "results", options={"batch_size": 2}, chunk_items=2, workers=workers, progress=False)
     message = str(err.value)
     assert "'ex_4_img_1'" in message and "item '4'" in message and "ex_4_img_1.png" in message
     assert "resumes" in message

@@ -103,5 +103,5 @@ def test_one_subset_and_options(tmp_path):
     items = Shapes(tmp_path, "relation", n="3", seed="2").items()
     assert [i.id for i in items] == ["relation/0", "relation/1", "relation/2"]
     assert isinstance(items[0], Item)
-    with pytest.raises(Exception, match="n >= 1"):
+    with pytest.raises(Exception, match="n=0 for benchmark shapes: must be at least 1"):
         Shapes(tmp_path, n=0)

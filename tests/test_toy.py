@@ -12,14 +12,14 @@ import sys
 import pytest
 import torch
 
-from harness.errors import HarnessError, MissingWeightsError
+from harness.errors import HarnessError, MissingWeightsError, UnknownNameError
 from models.clip_tokenizer import build_clip_tokenizer
-from models.toy import TOY_DIR, default_model
+from models.toy_models import SHIPPED_TOY_DIR, toy_folder
 
 
 def test_the_reduced_tokenizer_cuts_shapes_captions_as_the_full_one_does():
     from benchmarks import shapes
-    from models.toy.train import shapes_words
+    from experiments.shapes.train_toy import shapes_words
 
     full, small = build_clip_tokenizer(32), build_clip_tokenizer(32, words=shapes_words())
     assert len(small) < 1000 < len(full)
@@ -32,20 +32,27 @@ def test_the_reduced_tokenizer_cuts_shapes_captions_as_the_full_one_does():
     assert "".join(pieces[1:-1]).replace("</w>", "") == "zebra"
 
 
-def test_default_model_names_the_toy_folder_or_says_how_to_make_it(tmp_path, monkeypatch):
+def test_toy_names_find_the_toy_folder_or_say_how_to_make_it(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_TOY_DIR", str(tmp_path))
-    with pytest.raises(MissingWeightsError, match=r"toy clip model is missing: .*clip/open_clip_config.json.*"
-                                                  r"harness toy train"):
-        default_model("clip")
-    with pytest.raises(HarnessError, match="no toy model for scorer 'winoground'.*clip, diffusion, sds-clip"):
-        default_model("winoground")
+    with pytest.raises(MissingWeightsError, match=r"toy model toy:clip is missing: .*clip/open_clip_config.json.*"
+                                                  r"harness toy train --out"):
+        toy_folder("toy:clip")
+    with pytest.raises(UnknownNameError, match="unknown toy model 'winoground'.*clip, sd, sds-clip"):
+        toy_folder("toy:winoground")
     monkeypatch.delenv("HARNESS_TOY_DIR")
-    assert default_model("clip") == f"local-dir:{TOY_DIR / 'clip'}"
+    assert toy_folder("toy:clip") == SHIPPED_TOY_DIR / "clip"
+
+
+def test_each_scorer_declares_its_toy_model_and_the_runner_asks_it():
+    from harness.registry import SCORERS
+
+    assert {name: SCORERS.get(name).default_model for name in SCORERS.names()} == \
+        {"clip": "toy:clip", "diffusion": "toy:sd", "sds-clip": "toy:sds-clip"}
 
 
 @pytest.fixture(scope="module")
 def smoke_toys(tmp_path_factory):
-    from models.toy.train import train_toy_models
+    from experiments.shapes.train_toy import train_toy_models
 
     root = tmp_path_factory.mktemp("toys")
     return root, train_toy_models(root, budget="smoke", progress=False)
@@ -53,18 +60,18 @@ def smoke_toys(tmp_path_factory):
 
 def test_smoke_training_writes_models_that_the_real_loaders_read(smoke_toys):
     from models.clip import load_open_clip
-    from models.diffusion import load_pipeline
+    from models.stable_diffusion import load_pipeline
 
     root, folders = smoke_toys
     clip, _, tokenizer, _, _ = load_open_clip(f"local-dir:{folders['clip']}", None)
     assert next(clip.parameters()).dtype == torch.float32  # stored in fp16, loaded in fp32
     assert tokenizer(["a red circle"]).shape == (1, 32)
-    vae, text_encoder, sd_tokenizer, unet, scheduler = load_pipeline(str(folders["diffusion"]))
-    assert {next(m.parameters()).dtype for m in (vae, text_encoder, unet)} == {torch.float32}
-    assert text_encoder.config.vocab_size == len(sd_tokenizer) < 1000
-    assert scheduler["prediction_type"] == "epsilon" and vae.config.scaling_factor != 0.18215
+    pipeline = load_pipeline(str(folders["sd"]))
+    assert {next(m.parameters()).dtype for m in pipeline.modules()} == {torch.float32}
+    assert pipeline.text_encoder.config.vocab_size == len(pipeline.tokenizer) < 1000
+    assert pipeline.prediction_type == "epsilon" and pipeline.vae.config.scaling_factor != 0.18215
     manifest = json.loads((folders["sds-clip"] / "finetune_config.json").read_text())
-    assert manifest["extra"]["base_clip"] == f"local-dir:{folders['clip']}"  # outside the repo: kept absolute
+    assert manifest["extra"]["base_clip"] == "toy:clip" and manifest["sd"] == "toy:sd"  # no machine paths
     with open(root / "training_log.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {r["stage"] for r in rows} == {"clip", "vae", "unet"}
@@ -76,7 +83,7 @@ def test_smoke_training_writes_models_that_the_real_loaders_read(smoke_toys):
 def test_a_crash_in_training_leaves_the_previous_toy_models_whole(smoke_toys, tmp_path, monkeypatch):
     import shutil
 
-    from models.toy import train
+    from experiments.shapes import train_toy as train
 
     out = tmp_path / "toys"
     shutil.copytree(smoke_toys[0], out)
@@ -94,15 +101,18 @@ def test_a_crash_in_training_leaves_the_previous_toy_models_whole(smoke_toys, tm
 
 
 def test_extending_the_toy_pipeline_trains_on_and_logs_its_curve(smoke_toys, tmp_path):
-    from models.diffusion import load_pipeline
-    from models.toy.train import extend_sd
+    from experiments.shapes.train_toy import extend_sd
+    from models.stable_diffusion import load_pipeline
 
-    before = load_pipeline(str(smoke_toys[1]["diffusion"]))[3].state_dict()
-    out = extend_sd(smoke_toys[1]["diffusion"], tmp_path / "longer", steps=2, budget="smoke", progress=False)
-    after = load_pipeline(str(out))[3].state_dict()
+    before = load_pipeline(str(smoke_toys[1]["sd"])).unet.state_dict()
+    out = extend_sd(smoke_toys[1]["sd"], tmp_path / "longer", steps=2, budget="smoke", progress=False)
+    after = load_pipeline(str(out)).unet.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     with open(out / "training_log.csv", newline="") as f:
         assert {r["stage"] for r in csv.DictReader(f)} == {"unet-extended"}
+
+
+SCORERS_TOY = {"clip": "toy:clip", "diffusion": "toy:sd", "sds-clip": "toy:sds-clip"}
 
 
 @pytest.mark.parametrize("scorer", ["clip", "diffusion", "sds-clip"])
@@ -114,24 +124,26 @@ def test_run_without_a_model_uses_the_toy_model_of_the_scorer(smoke_toys, tmp_pa
     result = run(scorer=scorer, results_dir=tmp_path, limit=6, progress=False, workers=0, options=options,
                  bench_options={"n": 3})
     assert {row["subset"] for row in result.rows} >= {"winoground", "relation"}  # the first 6 items
-    assert all(str(smoke_toys[0]) in row["model"] for row in result.rows)
+    assert {row["model"] for row in result.rows} == {SCORERS_TOY[scorer]}  # portable: the toy name, no path
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["scorer_config"]["model"] == SCORERS_TOY[scorer]
 
 
 def test_the_shipped_toy_models_run_the_readme_main_job(tmp_path):
     """`harness run` with no options: the toy CLIP on every shapes subset, real numbers."""
-    if not (TOY_DIR / "clip" / "open_clip_config.json").is_file():
-        pytest.fail(f"the shipped toy CLIP is missing from {TOY_DIR}; run `harness toy train`")
+    if not (SHIPPED_TOY_DIR / "clip" / "open_clip_config.json").is_file():
+        pytest.fail(f"the shipped toy CLIP is missing from {SHIPPED_TOY_DIR}; run `harness toy train --out models/toy`")
     proc = subprocess.run([sys.executable, "-m", "harness", "run", "--results-dir", str(tmp_path), "--no-progress",
                            "--bench-opt", "n=50"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     with open(tmp_path / "leaderboard.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {r["subset"] for r in rows} >= {"winoground", "relation", "attribute", "zeroshot"}
-    assert all(0 <= float(r["value"]) <= 100 for r in rows) and rows[0]["model"].endswith("toy/clip")
+    assert all(0 <= float(r["value"]) <= 100 for r in rows) and rows[0]["model"] == "toy:clip"
 
 
 def test_t_interval_and_the_paired_summary(tmp_path):
-    from models.toy.experiment import summarise, t_interval
+    from experiments.shapes.experiment import summarise, t_interval
 
     mean, low, high = t_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and high - mean == pytest.approx(4.303 / math.sqrt(3))
@@ -148,8 +160,8 @@ def test_t_interval_and_the_paired_summary(tmp_path):
     assert rows["sds-linear-full"]["diff_vs_control"] == 2.0  # paired by seed: 1, 2, 3
     assert rows["sds-linear-full"]["diff_ci_low"] == pytest.approx(2 - 4.303 / math.sqrt(3), abs=1e-3)
 
-    from harness.report import shapes_experiment_table
-    from models.toy.experiment import _write_csv
+    from experiments.shapes.experiment import _write_csv
+    from experiments.shapes.figures import shapes_experiment_table
 
     summary = summarise(per_run)
     _write_csv(tmp_path / "summary.csv", summary, list(summary[0]))
@@ -163,8 +175,7 @@ def test_the_whole_chain_on_a_reduced_budget(smoke_toys, tmp_path):
     Checks that it completes and writes its rows, not a particular outcome."""
     from dataclasses import replace
 
-    from harness.report import make_report
-    from models.toy.experiment import ExperimentPlan, arms, run_experiment
+    from experiments.shapes.experiment import ExperimentPlan, arms, run_experiment
 
     plan = ExperimentPlan(seeds=(0, 1), heads=("linear", "frozen-fit"), grads=("full", "detached"), steps=3,
                           batch_size=8, items=4)
@@ -184,5 +195,4 @@ def test_the_whole_chain_on_a_reduced_budget(smoke_toys, tmp_path):
     assert (tmp_path / "shapes-experiment" / "leaderboard.csv").read_text() == before
     with pytest.raises(HarnessError, match=r"other settings \(steps: 3 -> 4\).*another --out"):
         run_experiment(tmp_path / "shapes-experiment", replace(plan, steps=4), toy_root=smoke_toys[0], progress=False)
-    report = make_report(tmp_path)
-    assert "shapes-experiment.png" in report.read_text() and (report.parent / "shapes-experiment.png").is_file()
+    assert "shapes_experiment.png" in (tmp_path / "shapes-experiment" / "summary.md").read_text()

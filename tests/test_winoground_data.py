@@ -68,8 +68,7 @@ def test_datasets_cache_fallback_reads_a_datasets_dataset(tmp_path, monkeypatch)
     # datasets.load_dataset on a folder goes through the same builder and arrow cache as a hub id
     repo = tmp_path / "winoground-repo"
     write_winoground_parquet(repo, N)
-    monkeypatch.setattr(Winoground, "hf_id", str(repo))
-    bench = Winoground(tmp_path / "empty-data-root")
+    bench = Winoground(tmp_path / "empty-data-root", hf_id=str(repo))
     assert bench.details()["source"] == f"datasets {repo}"
     _check_matches_records(bench)
 

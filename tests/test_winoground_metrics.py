@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.winoground import Winoground, winoground_outcome
+from benchmarks.winoground import Winoground
+from harness.metrics import winoground_outcome
 from harness.api import Item
 from harness.metrics import accuracy_row, bootstrap_ci
 

@@ -206,8 +206,7 @@ def test_torchvision_missing_unknown_and_nameless_datasets(tmp_path, monkeypatch
 def test_hf_dataset_from_a_local_folder(tmp_path, monkeypatch):
     repo = tmp_path / "pets-repo"
     labels = write_hf_classification(repo, ["cat", "dog", "rocket_ship"], n_per_class=2)
-    monkeypatch.setattr(ZeroShot, "hf_sources", {"someone/pets": str(repo)})
-    bench = ZeroShot(tmp_path / "empty-data-root", "hf:someone/pets")
+    bench = ZeroShot(tmp_path / "empty-data-root", "hf:someone/pets", hf_source=str(repo))
     items = bench.items()
     assert [i.id for i in items] == [f"hf:someone/pets/{k}" for k in range(6)]
     assert [i.truth[0] for i in items] == labels  # the "label" ClassLabel, not "group"
@@ -219,8 +218,7 @@ def test_hf_dataset_from_a_local_folder(tmp_path, monkeypatch):
 def test_hf_falls_back_to_validation_and_names_the_cache_when_missing(tmp_path, monkeypatch):
     repo = tmp_path / "val-only"
     write_hf_classification(repo, ["a", "b"], n_per_class=1, split="validation")
-    monkeypatch.setattr(ZeroShot, "hf_sources", {"someone/val-only": str(repo)})
-    bench = ZeroShot(tmp_path, "hf:someone/val-only")
+    bench = ZeroShot(tmp_path, "hf:someone/val-only", hf_source=str(repo))
     assert len(bench.items()) == 2
     assert "split='validation'" in bench.details()["datasets"]["hf:someone/val-only"]["source"]
 
@@ -392,7 +390,7 @@ def test_clip_encodes_each_prompt_once_for_the_whole_suite(tiny_clip, tmp_path, 
 
     write_zeroshot_fixture(tmp_path / "data", n_per_class=2, imagenet=False)  # 80,000 ImageNet prompts: too slow
     bench = ZeroShot(tmp_path / "data")
-    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", batch_size=256))
+    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", options={"batch_size": 256}))
     encoded: list[str] = []
     seen = count_encoder_inputs(scorer.model)
     tokenizer = scorer.tokenizer

@@ -48,30 +48,26 @@ print(json.dumps({"samples_per_s": round(config.batch_size * len(counted) / sum(
 def build_mid(root: Path) -> tuple[str, str]:
     import open_clip
     import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from safetensors.torch import save_file
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    from models.clip import save_local_dir
+    from models.stable_diffusion import save_pipeline
 
     sys.path.insert(0, str(TESTS))
     sys.path.insert(0, str(HERE))
-    from factories_diffusion import SD_SCHEDULE, build_clip_tokenizer, tiny_vae_kwargs
+    from factories_diffusion import build_clip_tokenizer, tiny_vae_kwargs
     from sd21_cost_model import SD21_BASE_UNET_CONFIG
 
     torch.manual_seed(0)
-    clip_dir = root / "vit-b-32"
-    clip_dir.mkdir(parents=True, exist_ok=True)
-    model = open_clip.create_model("ViT-B-32")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, clip_dir / "open_clip_model.safetensors")
-    (clip_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": open_clip.get_model_config("ViT-B-32")}))
+    clip_dir = save_local_dir(root / "vit-b-32", open_clip.create_model("ViT-B-32"),
+                              open_clip.get_model_config("ViT-B-32"))
     text_encoder = CLIPTextModel(CLIPTextConfig(hidden_size=1024, intermediate_size=1024, num_hidden_layers=2,
                                                 num_attention_heads=16, vocab_size=49408, max_position_embeddings=77,
                                                 bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
-    pipe = StableDiffusionPipeline(
-        vae=AutoencoderKL(**tiny_vae_kwargs()), text_encoder=text_encoder, tokenizer=build_clip_tokenizer(),
-        unet=UNet2DConditionModel(**SD21_BASE_UNET_CONFIG), scheduler=DDPMScheduler(**SD_SCHEDULE),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(root / "sd21-base-arch")
-    return f"local-dir:{clip_dir}", str(root / "sd21-base-arch")
+    sd = save_pipeline(root / "sd21-base-arch", AutoencoderKL(**tiny_vae_kwargs()), text_encoder,
+                       build_clip_tokenizer(), UNet2DConditionModel(**SD21_BASE_UNET_CONFIG))
+    return f"local-dir:{clip_dir}", str(sd)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ TIMES: dict[str, float] = {}
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("aro_perf")
     write_aro(tmp, n_images=60, unique_captions=True)  # 300 COCO-Order items, no caption repeated
-    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{build_tiny_clip(tmp / 'clip').local_dir}", batch_size=64))
+    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{build_tiny_clip(tmp / 'clip').local_dir}", options={"batch_size": 64}))
     bench = ARO(tmp, "coco-order", tagger=toy_tagger)
     return scorer, bench, bench.items(), tmp
 

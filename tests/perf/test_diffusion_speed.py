@@ -26,7 +26,7 @@ def setup(tmp_path_factory):
     write_winoground_parquet(tmp / "data" / "winoground", N_ITEMS)
     folder = build_tiny_sd(tmp / "sd")
     bench = Winoground(tmp / "data")
-    scorer = DiffusionScorer(ScorerConfig(model=str(folder), batch_size=120))  # defaults: 10 timesteps
+    scorer = DiffusionScorer(ScorerConfig(model=str(folder), options={"batch_size": 120}))  # defaults: 10 timesteps
     reference = PlainDiffusionScore(folder, scorer.timesteps, draws=1, seed=0)
     return scorer, reference, bench, tmp
 

@@ -28,7 +28,7 @@ def high_water_mib():
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
 
 data_root, model, store = sys.argv[1:4]
-scorer = ClipScorer(ScorerConfig(model=model, batch_size=32))
+scorer = ClipScorer(ScorerConfig(model=model, options={"batch_size": 32}))
 after_load = high_water_mib()
 result = evaluate(scorer, Winoground(data_root), ScoreStore(store), workers=1, progress=False)
 print(json.dumps({

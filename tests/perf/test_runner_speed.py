@@ -57,7 +57,7 @@ def setup(request, tmp_path_factory):
         local = build_tiny_clip(tmp / "clip").local_dir
     else:
         local = _vit_b_32_local_dir(tmp / "vit")
-    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{local}", batch_size=64))
+    scorer = ClipScorer(ScorerConfig(model=f"local-dir:{local}", options={"batch_size": 64}))
     bench = Winoground(tmp / "data")
     return request.param, scorer, bench, bench.items(), tmp
 

@@ -1,4 +1,4 @@
-"""Train the toy models of the shapes world from scratch on the CPU (``harness toy train``).
+"""Train the toy models of the shapes world from scratch on the CPU (``harness toy train --out DIR``).
 
 Four stages, each on the shapes training split only (held-out object pairs never appear):
 
@@ -16,13 +16,15 @@ The results are ordinary model folders (open_clip ``local-dir:``, ``save_pretrai
 are stored in fp16 to keep the folders small; they load into fp32 models. Every stage logs its loss
 and, every few hundred steps, its accuracy on relation and attribute swaps of held-out validation
 scenes (a seed the benchmarks do not use) to ``training_log.csv``.
+
+Training writes only where it is told (``--out``); the shipped models in models/toy/ are replaced
+only when that folder is named explicitly.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -38,7 +40,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from benchmarks import shapes
-from models.toy import TOY_DIR
+from harness.files import atomic_write_text
+from harness.results import write_csv_atomic
+from models.clip import save_local_dir
+from models.stable_diffusion import save_pipeline, token_ids, training_scheduler
 
 log = logging.getLogger("harness")
 
@@ -121,10 +126,11 @@ def vae_pixels(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1
 
 
-def _lr(step: int, total: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int):
+    """Linear warm-up, then cosine decay to zero (diffusers' schedule, as fine-tuning uses)."""
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+
+    return get_cosine_schedule_with_warmup(optimizer, warmup, total)
 
 
 class TrainingLog:
@@ -140,8 +146,6 @@ class TrainingLog:
                               "value": round(float(value), 5)})
 
     def flush(self) -> None:
-        from harness.results import write_csv_atomic
-
         write_csv_atomic(self.path, self.rows, ["stage", "step", "seconds", "metric", "value"])
 
 
@@ -178,6 +182,7 @@ def clip_swap_accuracy(model, tokenizer, swaps: SwapSet) -> dict[str, float]:
 def train_clip(out: Path, budget: ToyBudget, seed: int, pool: tuple[torch.Tensor, list[str]], swaps: SwapSet,
                log_: TrainingLog, progress: bool) -> Path:
     import open_clip
+    from open_clip.loss import ClipLoss
     from open_clip.tokenizer import SimpleTokenizer
 
     torch.manual_seed(seed)
@@ -187,45 +192,25 @@ def train_clip(out: Path, budget: ToyBudget, seed: int, pool: tuple[torch.Tensor
     pixels = clip_pixels(images)
     tokens = tokenizer(captions)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    schedule = warmup_cosine(optimizer, 100, budget.clip_steps)
+    contrastive = ClipLoss()
     rng = np.random.default_rng([seed, 1])
 
     def step(k: int) -> float:
-        for group in optimizer.param_groups:
-            group["lr"] = _lr(k, budget.clip_steps, 1e-3, 100)
         idx = torch.from_numpy(rng.choice(len(captions), budget.clip_batch, replace=False))
         image = F.normalize(model.encode_image(pixels[idx]), dim=-1)
         text = F.normalize(model.encode_text(tokens[idx]), dim=-1)
-        logits = model.logit_scale.exp().clamp(max=100) * image @ text.T
-        labels = torch.arange(len(idx))
-        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        loss = contrastive(image, text, model.logit_scale.exp().clamp(max=100))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         return loss.item()
 
     model.train()
     _loop("clip", budget.clip_steps, step, lambda: clip_swap_accuracy(model, tokenizer, swaps), budget, log_,
           progress)
-    return save_open_clip_folder(model.eval(), TOY_CLIP_CONFIG, out)
-
-
-def save_open_clip_folder(model: torch.nn.Module, model_cfg: dict[str, Any], folder: Path) -> Path:
-    """An open_clip ``local-dir:`` folder: open_clip_config.json and fp16 safetensors weights."""
-    import open_clip
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    preprocess = {k: list(v) if isinstance(v, tuple) else v
-                  for k, v in open_clip.get_model_preprocess_cfg(model).items()}
-    (folder / "open_clip_config.json").write_text(
-        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2) + "\n", encoding="utf-8")
-    save_file(_half_state(model), str(folder / "open_clip_model.safetensors"))
-    return folder
-
-
-def _half_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
-            for k, v in model.state_dict().items()}
+    return save_local_dir(out, model.eval(), TOY_CLIP_CONFIG, half=True)
 
 
 # -- 2. VAE ---------------------------------------------------------------------------------------
@@ -246,12 +231,11 @@ def train_vae(budget: ToyBudget, seed: int, pool: tuple[torch.Tensor, list[str]]
     vae = toy_vae().train()
     images = pool[0]
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    schedule = warmup_cosine(optimizer, 50, budget.vae_steps)
     rng = np.random.default_rng([seed, 2])
     probe = vae_pixels(images[:256])
 
     def step(k: int) -> float:
-        for group in optimizer.param_groups:
-            group["lr"] = _lr(k, budget.vae_steps, 1e-3, 50)
         x = vae_pixels(images[torch.from_numpy(rng.choice(len(images), budget.vae_batch, replace=False))])
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
@@ -259,6 +243,7 @@ def train_vae(budget: ToyBudget, seed: int, pool: tuple[torch.Tensor, list[str]]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         return loss.item()
 
     def evaluate() -> dict[str, float]:
@@ -308,31 +293,22 @@ def toy_unet():
     )
 
 
-def toy_scheduler():
-    from diffusers import DDPMScheduler
-
-    # Stable Diffusion 1.x/2.x-base's training schedule
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                         beta_end=0.012, prediction_type="epsilon", clip_sample=False, steps_offset=1)
-
-
 def diffusion_swap_accuracy(unet, text_encoder, tokenizer, latents: torch.Tensor, swaps: SwapSet,
-                            alphas_cumprod: torch.Tensor) -> dict[str, float]:
+                            scheduler) -> dict[str, float]:
     """Share of validation scenes whose caption gives a lower denoising error than its swap, with
     five fixed timesteps and one shared noise draw (a cheap version of the diffusion scorer)."""
     unet.eval(), text_encoder.eval()
     timesteps = torch.tensor([100, 300, 500, 700, 900])
     g = torch.Generator().manual_seed(0)
     eps = torch.randn((len(timesteps), *latents.shape[1:]), generator=g)
-    abar = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
 
     def errors(captions: list[str]) -> torch.Tensor:
         out = []
         with torch.no_grad():
-            ids = _ids(tokenizer, captions)
+            ids = token_ids(tokenizer, captions)
             cond = text_encoder(ids)[0]
             for z, c in zip(latents, cond):
-                x_t = abar.sqrt() * z + (1 - abar).sqrt() * eps
+                x_t = scheduler.add_noise(z.expand_as(eps), eps, timesteps)
                 pred = unet(x_t, timesteps, encoder_hidden_states=c.expand(len(timesteps), -1, -1)).sample
                 out.append(((pred - eps) ** 2).mean())
         return torch.stack(out)
@@ -342,11 +318,6 @@ def diffusion_swap_accuracy(unet, text_encoder, tokenizer, latents: torch.Tensor
               for kind in ("relation", "attribute")}
     unet.train(), text_encoder.train()
     return result
-
-
-def _ids(tokenizer, captions: list[str]) -> torch.Tensor:
-    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids
 
 
 def train_sd(out: Path, budget: ToyBudget, seed: int, pool: tuple[torch.Tensor, list[str]], swaps: SwapSet,
@@ -359,21 +330,22 @@ def train_sd(out: Path, budget: ToyBudget, seed: int, pool: tuple[torch.Tensor, 
     unet, text_encoder = toy_unet(), toy_text_encoder(len(tokenizer))
     _train_denoiser("unet", budget.unet_steps, vae, unet, text_encoder, tokenizer, budget, seed, pool, swaps, log_,
                     progress)
-    return _save_pipeline(out, vae, text_encoder, tokenizer, unet)
+    return save_pipeline(out, vae, text_encoder, tokenizer, unet, half=True, vocab_words=shapes_words())
 
 
 def extend_sd(sd_dir: Path, out: Path, steps: int, seed: int = 1, budget: str = "full", progress: bool = True) -> Path:
     """Train a toy pipeline's UNet and text encoder ``steps`` more (fresh scenes from ``seed``, a new
     warm-up and cosine schedule); a larger training budget, logged to ``out/training_log.csv``."""
-    from models.diffusion import load_pipeline
+    from models.stable_diffusion import load_pipeline
 
-    vae, text_encoder, tokenizer, unet, _ = load_pipeline(str(sd_dir))
+    pipeline = load_pipeline(str(sd_dir))
+    vae, text_encoder, tokenizer, unet = pipeline.vae, pipeline.text_encoder, pipeline.tokenizer, pipeline.unet
     plan = BUDGETS[budget]
     out = Path(out)
     log_ = TrainingLog(out / "training_log.csv")
     _train_denoiser("unet-extended", steps, vae, unet, text_encoder, tokenizer, plan, seed,
                     render_pool(plan.pool, seed), swap_set(plan.eval_items), log_, progress)
-    return _save_pipeline(out, vae, text_encoder, tokenizer, unet)
+    return save_pipeline(out, vae, text_encoder, tokenizer, unet, half=True, vocab_words=shapes_words())
 
 
 def _train_denoiser(stage: str, steps: int, vae, unet, text_encoder, tokenizer, budget: ToyBudget, seed: int,
@@ -385,60 +357,43 @@ def _train_denoiser(stage: str, steps: int, vae, unet, text_encoder, tokenizer, 
         latents = torch.cat([vae.encode(vae_pixels(images[i:i + 512])).latent_dist.mean
                              for i in range(0, len(images), 512)]) * vae.config.scaling_factor
         swap_latents = vae.encode(vae_pixels(swaps.images)).latent_dist.mean * vae.config.scaling_factor
-    ids = _ids(tokenizer, captions)
-    empty = _ids(tokenizer, [""])[0]
+    ids = token_ids(tokenizer, captions)
+    empty = token_ids(tokenizer, [""])[0]
     unet.train(), text_encoder.train()
-    alphas_cumprod = toy_scheduler().alphas_cumprod.float()
+    scheduler = training_scheduler()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.0)
+    schedule = warmup_cosine(optimizer, 200, steps)
     rng = np.random.default_rng([seed, 3])
     generator = torch.Generator().manual_seed(seed)
 
     def step(k: int) -> float:
-        for group in optimizer.param_groups:
-            group["lr"] = _lr(k, steps, 5e-4, 200)
         idx = torch.from_numpy(rng.choice(len(captions), budget.unet_batch, replace=False))
         z, batch_ids = latents[idx], ids[idx].clone()
         batch_ids[torch.rand(len(idx), generator=generator) < 0.1] = empty  # condition dropout
         t = torch.randint(0, 1000, (len(idx),), generator=generator)
         eps = torch.randn(z.shape, generator=generator)
-        abar = alphas_cumprod[t].view(-1, 1, 1, 1)
-        x_t = abar.sqrt() * z + (1 - abar).sqrt() * eps
+        x_t = scheduler.add_noise(z, eps, t)
         pred = unet(x_t, t, encoder_hidden_states=text_encoder(batch_ids)[0]).sample
         loss = F.mse_loss(pred, eps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
+        schedule.step()
         return loss.item()
 
     _loop(stage, steps, step,
-          lambda: diffusion_swap_accuracy(unet, text_encoder, tokenizer, swap_latents, swaps, alphas_cumprod),
+          lambda: diffusion_swap_accuracy(unet, text_encoder, tokenizer, swap_latents, swaps, scheduler),
           budget, log_, progress)
-
-
-def _save_pipeline(out: Path, vae, text_encoder, tokenizer, unet) -> Path:
-    """A save_pretrained folder, weights in fp16, with the BPE files beside tokenizer.json."""
-    from diffusers import StableDiffusionPipeline
-
-    from models.clip_tokenizer import write_clip_vocab_files
-
-    pipe = StableDiffusionPipeline(
-        vae=vae.eval().half(), text_encoder=text_encoder.eval().half(), tokenizer=tokenizer, unet=unet.eval().half(),
-        scheduler=toy_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    out.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(out)
-    write_clip_vocab_files(out / "tokenizer", words=shapes_words())
-    return out
 
 
 # -- 4. SDS-CLIP ----------------------------------------------------------------------------------
 
-def train_sds_clip(out: Path, clip_dir: Path, sd_dir: Path, budget: ToyBudget, seed: int, progress: bool,
-                   final_root: Path | None = None) -> Path:
+def train_sds_clip(out: Path, clip_dir: Path, sd_dir: Path, budget: ToyBudget, seed: int, progress: bool) -> Path:
     """``harness finetune`` with its defaults (lambda 1, full SDS gradient) from the two toy models,
-    then stored in fp16 like them. Its losses.csv is the log. Its manifest names the base models
-    where they will finally be (``final_root``, when they are trained in a staging folder)."""
+    then stored in fp16 like them. Its losses.csv is the log. Its manifest names the base models by
+    their toy names (toy:clip, toy:sd), not by this machine's paths."""
     from safetensors.torch import load_file, save_file
 
     from models.finetune import FinetuneConfig, finetune
@@ -453,21 +408,13 @@ def train_sds_clip(out: Path, clip_dir: Path, sd_dir: Path, budget: ToyBudget, s
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(run, out, ignore=shutil.ignore_patterns("trainer_state.pt", "*.tmp"))
-    # name the base models by their place in the project, not by this machine's paths
     manifest = json.loads((out / "finetune_config.json").read_text(encoding="utf-8"))
-    root = Path(final_root) if final_root is not None else out.parent
-    manifest.update(clip=f"local-dir:{_relative(root / clip_dir.name)}", sd=str(_relative(root / sd_dir.name)),
-                    captions="shapes training split", out=str(_relative(root / out.name)))
+    manifest.update(clip="toy:clip", sd="toy:sd", captions="shapes training split", out="toy:sds-clip")
     manifest["extra"]["base_clip"] = manifest["clip"]
-    (out / "finetune_config.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out / "finetune_config.json", json.dumps(manifest, indent=2) + "\n")
     weights = out / "open_clip_model.safetensors"
     save_file({k: v.half() for k, v in load_file(str(weights)).items()}, str(weights))
     return out
-
-
-def _relative(path: Path) -> Path:
-    root = TOY_DIR.parent.parent
-    return path.resolve().relative_to(root) if path.resolve().is_relative_to(root) else path
 
 
 # -- all of it ------------------------------------------------------------------------------------
@@ -475,9 +422,9 @@ def _relative(path: Path) -> Path:
 ARTIFACTS = ("clip", "sd", "sds-clip", "training_log.csv", "training_curves.png", "toy_manifest.json")
 
 
-def train_toy_models(out: Path = TOY_DIR, budget: str = "full", seed: int = 0,
-                     progress: bool = True) -> dict[str, Path]:
-    """Train the toy CLIP, the toy SD pipeline and the toy SDS-CLIP into ``out``; returns their folders.
+def train_toy_models(out: Path, budget: str = "full", seed: int = 0, progress: bool = True) -> dict[str, Path]:
+    """Train the toy CLIP, the toy SD pipeline and the toy SDS-CLIP into ``out``; returns their folders
+    (named as models.toy_models names them: clip, sd, sds-clip).
 
     Everything is trained in a staging folder inside ``out`` and moved into place only at the end,
     so a crash leaves the previous models whole (and the staging folder, with its log, for a look).
@@ -497,14 +444,14 @@ def train_toy_models(out: Path = TOY_DIR, budget: str = "full", seed: int = 0,
         swaps = swap_set(plan.eval_items)
         clip_dir = train_clip(staging / "clip", plan, seed, pool, swaps, log_, progress)
         sd_dir = train_sd(staging / "sd", plan, seed, pool, swaps, log_, progress)
-        train_sds_clip(staging / "sds-clip", clip_dir, sd_dir, plan, seed, progress, final_root=out)
+        train_sds_clip(staging / "sds-clip", clip_dir, sd_dir, plan, seed, progress)
     except BaseException:
         log.error("toy training stopped; the models in %s are unchanged, the partial run is in %s", out, staging)
         raise
     manifest = {"budget": budget, "seed": seed, "plan": asdict(plan), "clip_config": TOY_CLIP_CONFIG,
                 "minutes": round((time.perf_counter() - started) / 60, 1), "torch_threads": torch.get_num_threads()}
-    (staging / "toy_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    from harness.report import toy_training_figure
+    atomic_write_text(staging / "toy_manifest.json", json.dumps(manifest, indent=2) + "\n")
+    from experiments.shapes.figures import toy_training_figure
 
     toy_training_figure(staging / "training_log.csv", staging / "training_curves.png")
     for name in ARTIFACTS:
@@ -514,4 +461,4 @@ def train_toy_models(out: Path = TOY_DIR, budget: str = "full", seed: int = 0,
         os.replace(staging / name, target)
     shutil.rmtree(staging, ignore_errors=True)
     log.info("toy models written to %s in %.1f min", out, manifest["minutes"])
-    return {"clip": out / "clip", "diffusion": out / "sd", "sds-clip": out / "sds-clip"}
+    return {name: out / name for name in ("clip", "sd", "sds-clip")}

@@ -70,14 +70,14 @@ def run_experiment(out: Path, plan: ExperimentPlan = ExperimentPlan(), toy_root:
     """Fine-tune, score and summarise; returns the summary CSV's path."""
     from harness.runner import run as run_benchmark
     from models.finetune import HEADS, FinetuneConfig, finetune
-    from models.toy import default_model
+    from models.toy_models import toy_folder
 
     bad = [h for h in plan.heads if h not in HEADS] + [g for g in plan.grads if g not in ("full", "detached")]
     if bad or not plan.seeds:
         raise HarnessError(f"experiment plan: {bad or 'no seeds'} not valid; --heads takes {', '.join(HEADS)}, "
                            "--grads full and/or detached, --seeds at least one seed")
     out = Path(out)
-    clip, sd = default_model("clip", toy_root), default_model("diffusion", toy_root)
+    clip, sd = f"local-dir:{toy_folder('toy:clip', toy_root)}", str(toy_folder("toy:sd", toy_root))
     _check_same_plan(out / "plan.json", plan)
     data = out / "data" / "captions.csv"
     if not data.is_file():
@@ -85,7 +85,7 @@ def run_experiment(out: Path, plan: ExperimentPlan = ExperimentPlan(), toy_root:
     (out / "plan.json").write_text(json.dumps(asdict(plan), indent=2) + "\n", encoding="utf-8")
 
     def score(scorer: str, model: str) -> list[dict[str, Any]]:
-        done = _rows_of(out, model)
+        done = _rows_of(out, scorer, model)
         if done:
             return done
         result = run_benchmark(scorer=scorer, bench="shapes", model=model, results_dir=out, device=device,
@@ -111,9 +111,12 @@ def run_experiment(out: Path, plan: ExperimentPlan = ExperimentPlan(), toy_root:
     path = out / "summary.csv"
     _write_csv(path, summary, list(summary[0]))
     _write_csv(out / "shortcut.csv", shortcut_table(out / "models"), list(SHORTCUT_COLUMNS))
-    from harness.report import shapes_experiment_figure
+    from experiments.shapes.figures import shapes_experiment_figure, shapes_experiment_table
+    from harness.files import atomic_write_text
 
     shapes_experiment_figure(path, out / "shapes_experiment.png")
+    atomic_write_text(out / "summary.md", "# The shapes experiment\n\n![shapes experiment](shapes_experiment.png)\n\n"
+                      + shapes_experiment_table(path) + "\n")
     return path
 
 
@@ -141,20 +144,22 @@ def _finished(folder: Path) -> bool:
     return extra.get("step") == extra.get("total_steps")
 
 
-def _rows_of(out: Path, model: str) -> list[dict[str, Any]]:
-    """The rows already scored for a model (newest run), so that a rerun does not score it again."""
-    path = out / "leaderboard.csv"
-    if not path.is_file():
+def _rows_of(out: Path, scorer: str, model: str) -> list[dict[str, Any]]:
+    """The rows of the newest finished run of ``scorer`` on ``model`` in ``out`` (found by the model
+    path each run's config.json keeps), so that a rerun does not score it again."""
+    wanted = str(Path(model.removeprefix("local-dir:")).resolve())
+    newest = None
+    for config_path in sorted((out / "runs").glob("*/config.json")):
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        given = str(config.get("scorer_config", {}).get("model", ""))
+        if (config.get("status") == "done" and config.get("scorer") == scorer
+                and str(Path(given.removeprefix("local-dir:")).resolve()) == wanted):
+            newest = config_path.parent
+    if newest is None:
         return []
-    model_name = model.removeprefix("local-dir:")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["model"].removeprefix("local-dir:") in
-                (model_name, str(Path(model_name).resolve()))]
-    if not rows:
-        return []
-    newest = max(r["run_id"] for r in rows)
-    return [{k: (float(v) if k in ("value", "ci_low", "ci_high") else v) for k, v in r.items()}
-            for r in rows if r["run_id"] == newest]
+    with open(newest / "metrics.csv", newline="", encoding="utf-8") as f:
+        return [{k: (float(v) if k in ("value", "ci_low", "ci_high") else v) for k, v in r.items()}
+                for r in csv.DictReader(f)]
 
 
 def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
