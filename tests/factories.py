@@ -233,25 +233,19 @@ def scorer_config(name: str, tmp: Path):
 
 
 def write_benchmark_data(name: str, root: Path, n: int = 6) -> None:
-    """Fixture data for a registered benchmark under a data root; a new benchmark adds its line here."""
-    if name == "winoground":
-        write_winoground_parquet(root / "winoground", n)
-    elif name == "aro":
-        write_aro(root, n_images=3)
-        from benchmarks.aro import ARO
+    """Fixture data for a registered benchmark under a data root, in its real on-disk layout.
 
-        ARO(root, tagger=toy_tagger).items()  # freeze the order options without spaCy
-    elif name == "sugarcrepe":
-        write_sugarcrepe(root, per_subset=n)
-    elif name == "shapes":
-        pass  # generated on the fly: nothing to write
-    elif name == "zeroshot":
-        from factories_zeroshot import write_zeroshot_fixture  # imports this module: import here
+    Each benchmark has its writer in tests/benchmark_fixtures/<name>.py (dashes as underscores), a
+    function ``write(root, n)``; a new benchmark adds its own file there.
+    """
+    import importlib
 
-        # without ImageNet: its 1,000 classes x 80 prompts take minutes for the tiny CLIP on 2 cores
-        write_zeroshot_fixture(root, n_per_class=2, imagenet=False)
-    else:
-        raise KeyError(f"no fixture writer for benchmark {name!r}: add one to tests/factories.py")
+    try:
+        module = importlib.import_module(f"benchmark_fixtures.{name.replace('-', '_')}")
+    except ModuleNotFoundError as err:
+        raise KeyError(f"no fixture writer for benchmark {name!r}: add tests/benchmark_fixtures/"
+                       f"{name.replace('-', '_')}.py with write(root, n)") from err
+    module.write(root, n)
 
 
 # -- ARO ------------------------------------------------------------------------------------------

@@ -1,0 +1,5 @@
+from pathlib import Path
+
+
+def write(root: Path, n: int) -> None:
+    """Generated on the fly: nothing to write."""
