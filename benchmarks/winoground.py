@@ -119,6 +119,14 @@ class Winoground(Benchmark):
         return {"source": self.source.description}
 
     @classmethod
+    def download(cls, data_root: Path) -> list[str]:
+        """The dataset repository into <data-root>/winoground (gated: needs `huggingface-cli login`
+        and the terms accepted on the dataset's page first)."""
+        from harness.hub import download_dataset_repo
+
+        return download_dataset_repo(HF_ID, Path(data_root) / "winoground", HOW_TO_GET)
+
+    @classmethod
     def describe_data(cls, data_root: Path) -> list[DataRequirement]:
         folder = Path(data_root) / "winoground"
         tried: list[str] = []

@@ -152,6 +152,17 @@ class Benchmark(ABC):
     def describe_data(cls, data_root: Path) -> list[DataRequirement]:
         """What this benchmark reads, where it looks, and what is present."""
 
+    @classmethod
+    def download(cls, data_root: Path) -> list[str]:
+        """Fetch what can be fetched into ``data_root`` (``harness data --download NAME``, the only
+        time the harness goes online); returns what was done, line by line. Benchmarks whose data
+        needs a form, a login or a manual step keep this default, which says how to get it."""
+        from harness.errors import HarnessError
+
+        hints = dict.fromkeys(r.how_to_get for r in cls.describe_data(Path(data_root)) if r.how_to_get)
+        raise HarnessError(f"{cls.name} cannot be downloaded by the harness; get it by hand:\n  - "
+                           + "\n  - ".join(hints or ["see `harness data`"]))
+
 
 @dataclass
 class ScorerConfig:
@@ -189,6 +200,15 @@ class Scorer(ABC):
     def resolve_options(cls, given: Mapping[str, Any] | None) -> dict[str, Any]:
         """Every declared option, typed; refuses unknown names and bad values (HarnessError)."""
         return resolve_options(cls.OPTIONS, given, f"scorer {cls.family}", "--opt")
+
+    @classmethod
+    def download(cls, spec: str) -> list[str]:
+        """Fetch a model's weights into the local caches (``harness data --download SCORER:SPEC``,
+        the only time the harness goes online); returns what was done, line by line."""
+        from harness.errors import HarnessError
+
+        raise HarnessError(f"scorer {cls.family} does not download models; put its weights where `harness ls "
+                           f"{cls.family}` says and pass --model")
 
     @property
     def image_batch_size(self) -> int:

@@ -16,7 +16,7 @@ import typer
 
 from harness.cli_support import user_errors
 from harness.defaults import default_data_root
-from harness.errors import UnknownNameError
+from harness.errors import HarnessError, UnknownNameError
 from harness.options import parse_pairs
 from harness.registry import BENCHMARKS, COMMANDS, SCORERS
 
@@ -148,9 +148,17 @@ def leaderboard(
     """Show the leaderboard: scorer x model rows, benchmark/subset/metric columns (newest run wins)."""
     from harness import results
 
+    bad: list[tuple[int, str]] = []
     with user_errors():
-        wide = results.pivot(results.read_leaderboard(results_dir), benchmarks=bench, breakdowns=breakdowns)
+        wide = results.pivot(results.read_leaderboard(results_dir, bad), benchmarks=bench, breakdowns=breakdowns)
     typer.echo(results.format_table(wide))
+    path = results_dir / results.LEADERBOARD
+    for line, why in bad:
+        typer.echo(f"warning: {path} line {line} left out: {why}", err=True)
+    if bad:
+        typer.echo("(fix or delete those lines: `harness run` refuses to append to this file until then)", err=True)
+    for run_id, why in results.stale_runs(results_dir):
+        typer.echo(f"warning: run {run_id} never finished ({why}); rerun its command to resume it", err=True)
     if csv is not None:
         csv.parent.mkdir(parents=True, exist_ok=True)
         wide.to_csv(csv, index=False)
@@ -175,9 +183,28 @@ def report(
 def data(
     data_root: Annotated[Optional[Path], typer.Option(
         help="Folder holding the benchmark data. Default: $HARNESS_DATA, else ./data.")] = None,
+    download: Annotated[Optional[list[str]], typer.Option(
+        help="Fetch instead of listing, repeatable: a benchmark name (into --data-root), or SCORER:MODEL for "
+             "weights (clip:ViT-B-32:openai, clip:hf-hub:org/repo, diffusion:stabilityai/stable-diffusion-2-1-base). "
+             "The only command that goes online; what cannot be fetched is explained.")] = None,
 ) -> None:
-    """What each benchmark needs, what is found and what is missing."""
+    """What each benchmark needs, what is found and what is missing; or, with --download, fetch it.
+
+    Runs never download: they read local files and the local Hugging Face caches only.
+    """
     root = data_root or default_data_root()
+    if download:
+        failed = 0
+        for name in download:
+            try:
+                for line in _download(name, root):
+                    typer.echo(f"downloaded {line}")
+            except HarnessError as err:
+                failed += 1
+                typer.echo(f"{name}: {err}", err=True)
+        if failed:
+            raise typer.Exit(2)
+        return
     typer.echo(f"data root: {root}")
     for entry in BENCHMARKS.entries():
         with user_errors():
@@ -190,6 +217,19 @@ def data(
         hints = list(dict.fromkeys(r.how_to_get for r in requirements if not r.found and r.how_to_get))
         for hint in hints:
             typer.echo(f"      how to get it: {hint}")
+
+
+def _download(name: str, data_root: Path) -> list[str]:
+    """``name`` is a benchmark, or SCORER:SPEC for a model's weights."""
+    from harness.registry import unknown_name_message
+
+    scorer, colon, spec = name.partition(":")
+    if colon and scorer in SCORERS.names():
+        return SCORERS.get(scorer).download(spec)
+    if name in BENCHMARKS.names():
+        return BENCHMARKS.get(name).download(data_root)
+    raise UnknownNameError(unknown_name_message("benchmark (or SCORER:MODEL)", name, BENCHMARKS.names())
+                           + f" Models: {', '.join(f'{s}:MODEL' for s in SCORERS.names())}.")
 
 
 def _add_plugin_commands() -> None:
@@ -206,6 +246,9 @@ _add_plugin_commands()
 
 
 def main() -> None:
+    from harness import interrupts
+
+    interrupts.install()
     logging.basicConfig(level=logging.WARNING, format="harness: %(message)s")
     logging.getLogger("harness").setLevel(logging.INFO)
     app()

@@ -24,6 +24,9 @@ def user_errors(interrupted: str = "the scores computed so far are stored; rerun
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
+        from harness import interrupts
+
+        interrupts.clear()
         typer.echo(f"\ninterrupted: {interrupted}", err=True)
         raise typer.Exit(130) from None
 

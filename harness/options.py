@@ -135,20 +135,27 @@ class FilePath:
 
 @dataclass(frozen=True)
 class Option:
-    """One declared option of a plug-in. ``default`` None means "not set" (the plug-in then
-    derives a value, as its help says)."""
+    """One declared option of a plug-in or a command. ``default`` None means "not set" (the
+    plug-in then derives a value, as its help says). ``cli`` is the command-line flag of a
+    command's option when it is not ``--name-with-dashes``."""
 
     name: str
     type: OptionType
     default: Any
     help: str
+    cli: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return self.cli or "--" + self.name.replace("_", "-")
 
 
 def resolve_options(declared: Sequence[Option], given: Mapping[str, Any] | None, what: str,
-                    flag: str) -> dict[str, Any]:
+                    flag: str | None) -> dict[str, Any]:
     """Typed values of every declared option: the given ones converted, the rest their defaults.
 
-    ``what`` names the plug-in ("scorer clip"), ``flag`` how the user sets its options ("--opt").
+    ``what`` names the plug-in ("scorer clip") or command ("harness finetune"); ``flag`` is how the
+    user sets a plug-in's options ("--opt"), or None for a command whose options are its own flags.
     Unknown names and unconvertible values raise HarnessError naming the option, the value, what
     is valid, and the option's help.
     """
@@ -156,8 +163,9 @@ def resolve_options(declared: Sequence[Option], given: Mapping[str, Any] | None,
     given = dict(given or {})
     unknown = sorted(set(given) - set(by_name))
     if unknown:
-        raise HarnessError(f"{flag} {', '.join(unknown)}: not an option of {what}; "
-                           f"valid: {', '.join(by_name) or '(none)'} (see `harness ls {what.split()[-1]}`)")
+        where = f" (see `harness ls {what.split()[-1]}`)" if flag else ""
+        raise HarnessError(f"{flag + ' ' if flag else ''}{', '.join(unknown)}: not an option of {what}; "
+                           f"valid: {', '.join(by_name) or '(none)'}{where}")
     out: dict[str, Any] = {}
     for option in declared:
         if option.name not in given or given[option.name] is None:
@@ -166,7 +174,8 @@ def resolve_options(declared: Sequence[Option], given: Mapping[str, Any] | None,
         try:
             out[option.name] = option.type(given[option.name])
         except ValueError as err:
-            raise HarnessError(f"{flag} {option.name}={given[option.name]!r} for {what}: {err}. "
+            shown = f"{flag} {option.name}" if flag else option.flag
+            raise HarnessError(f"{shown}={given[option.name]!r} for {what}: {err}. "
                                f"{option.name} ({option.type.label}): {option.help}") from None
     return out
 

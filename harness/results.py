@@ -14,12 +14,14 @@ import io
 import json
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
 import harness
+from harness.errors import HarnessError
 from harness.files import atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
@@ -89,20 +91,109 @@ def write_csv_atomic(path: Path, rows: Sequence[Mapping[str, Any]], columns: Seq
     atomic_write_text(Path(path), csv_text(rows, columns))
 
 
+@dataclass
+class ParsedLeaderboard:
+    """A leaderboard file read record by record: the good rows, and the bad ones with why."""
+
+    columns: list[str]
+    rows: list[dict[str, str]]
+    bad: list[tuple[int, str]]  # (line number where the record starts, what is wrong)
+    raw: bytes
+
+
+NUMERIC_COLUMNS = ("value", "ci_low", "ci_high", "n")
+HOW_TO_FIX = ("Edit or delete that line (every row needs {n} comma-separated fields; a field with a comma or quote "
+              "must be quoted, with quotes doubled inside), or move the file away to start a new one.")
+
+
+def parse_leaderboard(path: Path) -> ParsedLeaderboard:
+    """Read ``leaderboard.csv`` strictly: the header must hold every column this harness writes,
+    and each record must have as many fields as the header, no line break inside a field (which is
+    what an unclosed quote makes of the following rows) and numbers where numbers belong."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        return ParsedLeaderboard([], [], [(line, f"byte 0x{raw[err.start]:02x} is not UTF-8 text")], raw)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, [])
+    except csv.Error as err:
+        return ParsedLeaderboard([], [], [(1, f"the header does not parse: {err}")], raw)
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        return ParsedLeaderboard(header, [], [(1, f"the header lacks the column(s) {', '.join(missing)}")], raw)
+    rows, bad = [], []
+    start = reader.line_num + 1
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            bad.append((start, f"does not parse as CSV: {err}"))
+            break
+        problem = _record_problem(header, record)
+        if problem:
+            bad.append((start, problem))
+        elif record:
+            rows.append(dict(zip(header, record)))
+        start = reader.line_num + 1
+    return ParsedLeaderboard(header, rows, bad, raw)
+
+
+def _record_problem(header: list[str], record: list[str]) -> str:
+    if not record:
+        return ""  # an empty line
+    if any("\n" in field or "\r" in field for field in record):
+        return "a field runs over several lines (an unclosed quote?), swallowing the rows after it"
+    if len(record) != len(header):
+        return f"{len(record)} fields where the header has {len(header)}"
+    row = dict(zip(header, record))
+    for column in NUMERIC_COLUMNS:
+        value = row[column].strip()
+        if value:
+            try:
+                float(value)
+            except ValueError:
+                return f"{column} is {value!r}, not a number"
+    if not row["run_id"] or not row["benchmark"] or not row["metric"]:
+        return "run_id, benchmark or metric is empty"
+    return ""
+
+
+def check_leaderboard(results_dir: Path) -> None:
+    """Refuse a leaderboard a new run could not append to (or that has lost rows), naming the
+    line; called before any scoring starts."""
+    path = Path(results_dir) / LEADERBOARD
+    if not path.is_file():
+        return
+    parsed = parse_leaderboard(path)
+    if parsed.bad:
+        line, why = parsed.bad[0]
+        more = f" ({len(parsed.bad) - 1} more bad line(s) after it)" if len(parsed.bad) > 1 else ""
+        raise HarnessError(f"{path} line {line}: {why}{more}. Nothing was scored or written. "
+                           + HOW_TO_FIX.format(n=len(parsed.columns) or len(COLUMNS)))
+
+
 def append_rows(results_dir: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Append rows to ``<results_dir>/leaderboard.csv`` under a lock, atomically."""
+    """Append rows to ``<results_dir>/leaderboard.csv`` under a lock, atomically. The bytes already
+    there are kept exactly (a hand edit is never rewritten); the new rows follow the file's own
+    column order."""
     path = Path(results_dir) / LEADERBOARD
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock", timeout=120):
-        existing: list[dict[str, str]] = []
-        columns = list(COLUMNS)
-        if path.exists():
-            with open(path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                existing = list(reader)
-                # keep columns a newer or older harness wrote, after ours
-                columns += [c for c in (reader.fieldnames or []) if c not in columns]
-        write_csv_atomic(path, [*existing, *rows], columns)
+        if not path.exists():
+            atomic_write_text(path, csv_text(rows, COLUMNS))
+            return path
+        check_leaderboard(results_dir)
+        parsed = parse_leaderboard(path)
+        body = csv_text(rows, parsed.columns).split("\r\n", 1)[1]  # without the header
+        existing = parsed.raw.decode("utf-8")
+        if existing and not existing.endswith(("\n", "\r")):
+            existing += "\r\n"
+        atomic_write_text(path, existing + body)
     return path
 
 
@@ -134,13 +225,67 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def read_leaderboard(results_dir: Path) -> pd.DataFrame:
+def process_stamp() -> dict[str, Any]:
+    """Who runs this: host, process id and its start time (so a reused process id is not
+    mistaken for the run's process)."""
+    import os
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": _process_start(os.getpid())}
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of a process in clock ticks since boot (Linux), or None where unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[19]  # field 22 of stat, counted after the command name
+    except (OSError, IndexError):
+        return None
+
+
+def stale_runs(results_dir: Path) -> list[tuple[str, str]]:
+    """Runs in ``results_dir`` whose config.json still says "running" although their process is
+    gone (killed, or the machine went down): (run id, why we think so)."""
+    import json
+    import os
+    import socket
+
+    out = []
+    for config_path in sorted((Path(results_dir) / "runs").glob("*/config.json")):
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if config.get("status") != "running":
+            continue
+        host, pid = config.get("host"), config.get("pid")
+        if host is None or pid is None:
+            out.append((config_path.parent.name, "it says 'running' but records no process (an older harness)"))
+        elif host == socket.gethostname():
+            alive = True
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                pass  # someone else's process of that id
+            if not alive or _process_start(int(pid)) != config.get("pid_started"):
+                out.append((config_path.parent.name, f"its process {pid} on this host is gone"))
+    return out
+
+
+def read_leaderboard(results_dir: Path, bad_lines: list[tuple[int, str]] | None = None) -> pd.DataFrame:
+    """The leaderboard's rows as a DataFrame (value, intervals and n as numbers). Lines that do not
+    parse are left out and, when ``bad_lines`` is a list, reported there as (line, why)."""
     import pandas as pd
 
     path = Path(results_dir) / LEADERBOARD
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    parsed = parse_leaderboard(path)
+    if bad_lines is not None:
+        bad_lines.extend(parsed.bad)
+    df = pd.DataFrame(parsed.rows, columns=parsed.columns or COLUMNS, dtype=str)
     for column in ("value", "ci_low", "ci_high"):
         df[column] = pd.to_numeric(df[column], errors="coerce")
     df["n"] = pd.to_numeric(df["n"], errors="coerce").astype("Int64")

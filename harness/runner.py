@@ -6,6 +6,7 @@ It knows no particular scorer or benchmark: both come from the registries by nam
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
 import sys
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import harness
-from harness import distributed, results
+from harness import distributed, hub, interrupts, results
 from harness.api import Benchmark, Item, MetricRow, Scorer, ScorerConfig
 from harness.defaults import DEFAULT_RESULTS_DIR, default_data_root
 from harness.devices import resolve_device
@@ -25,6 +26,8 @@ from harness.errors import HarnessError, NonFiniteScoreError
 from harness.images import default_workers, stream_images
 from harness.registry import BENCHMARKS, SCORERS
 from harness.store import ScoreStore
+
+log = logging.getLogger("harness")
 
 
 @dataclass
@@ -86,6 +89,7 @@ def evaluate(
                dynamic_ncols=True)
     try:
         for start in range(0, len(pending), chunk_items):
+            interrupts.check()  # a Ctrl-C that a library swallowed still stops the run here
             chunk = pending[start:start + chunk_items]
             for ref in (r for item in chunk for r in item.images):
                 while not scorer.has_image(ref):
@@ -135,6 +139,16 @@ def _check_scores(chunk: Sequence[Item], matrices: Sequence[np.ndarray], scorer:
                 "rows were written. Mixed precision overflow is a common cause: try --device cpu, or "
                 "check the weights."
             )
+
+
+def check_results_dir(results_dir: Path) -> None:
+    """Refuse a results folder that cannot be one (it, or a folder above it, is a file)."""
+    for folder in (results_dir, *results_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise HarnessError(f"--results-dir {results_dir}: {folder} is a file, not a folder; pass a folder "
+                                   "path (it is created if missing)")
+            return
 
 
 def parse_bench(bench: str) -> tuple[str, str | None]:
@@ -206,20 +220,32 @@ def run(
     benchmark_cls.resolve_options(bench_options)
     if limit is not None and limit < 1:
         raise HarnessError(f"--limit must be at least 1, got {limit}")
+    if workers is not None and workers < 0:
+        raise HarnessError(f"--workers must be 0 (decode in this process) or more, got {workers}")
+    if chunk_items < 1:
+        raise HarnessError(f"--chunk-items must be at least 1, got {chunk_items}")
+    check_results_dir(results_dir)
+    results.check_leaderboard(results_dir)  # a hand-edited file that will not parse fails now, not after scoring
     if model is None:
         model = scorer_cls.default_model
         if model is None:
             raise HarnessError(f"scorer {scorer!r} has no default model; pass --model")
     rank, _ = distributed.init_from_env(device)
     resolved_device = resolve_device(device)
+    if rank == 0:
+        for run_id, why in results.stale_runs(results_dir):
+            log.warning("run %s in %s never finished: %s. Its scores are in the store: rerun its command to "
+                        "resume.", run_id, results_dir, why)
 
-    benchmark: Benchmark = benchmark_cls(data_root, subset, **(bench_options or {}))
-    items = benchmark.items()
-    if limit is not None:
-        items = items[:limit]
-    config = ScorerConfig(model=model, pretrained=pretrained, device=str(resolved_device), seed=seed,
-                          options=scorer_options)
-    scorer_obj: Scorer = scorer_cls(config)
+    with hub.local_only():  # data and weights come from local files and caches only
+        benchmark: Benchmark = benchmark_cls(data_root, subset, **(bench_options or {}))
+        items = benchmark.items()
+        if limit is not None:
+            items = items[:limit]
+        config = ScorerConfig(model=model, pretrained=pretrained, device=str(resolved_device), seed=seed,
+                              options=scorer_options)
+        scorer_obj: Scorer = scorer_cls(config)
+    interrupts.check()
 
     run_id = distributed.broadcast(new_run_id())
     run_dir = results_dir / "runs" / run_id
@@ -232,13 +258,15 @@ def run(
         "benchmark_details": benchmark.details(), "skipped_subsets": benchmark.skipped,
         "harness_version": harness.__version__,
         "git_commit": results.git_commit(), "device": scorer_obj.device_name,
+        **results.process_stamp(),  # lets a later run tell that a killed run is not running any more
     }
     if rank == 0:  # one set of run files however many processes score
         results.write_json(run_dir / "config.json", resolved)
 
     try:
-        evaluation = evaluate(scorer_obj, benchmark, ScoreStore(results_dir / "scores.sqlite"),
-                              items=items, seed=seed, workers=workers, chunk_items=chunk_items, progress=progress)
+        with hub.local_only():
+            evaluation = evaluate(scorer_obj, benchmark, ScoreStore(results_dir / "scores.sqlite"), items=items,
+                                  seed=seed, workers=workers, chunk_items=chunk_items, progress=progress)
     except BaseException as err:
         if rank == 0:
             resolved["status"] = f"failed: {type(err).__name__}: {err}"

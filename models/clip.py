@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
@@ -110,7 +111,26 @@ class ClipScorer(Scorer):
         self._image_cache: dict[str, torch.Tensor] = {}
         self._text_cache: dict[str, torch.Tensor] = {}
         self._ensemble_cache: dict[Prompts, torch.Tensor] = {}
-        self._matrix_cache: dict[int, tuple[tuple[Text, ...], torch.Tensor]] = {}
+        self._matrix_cache: dict[int, tuple[tuple[Text, ...], tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    @classmethod
+    def download(cls, spec: str) -> list[str]:
+        """``ARCH:TAG`` (open_clip's pretrained table, e.g. ViT-B-32:openai) or ``hf-hub:org/repo``."""
+        import open_clip
+
+        from harness import hub
+
+        if spec.startswith(HF_HUB):
+            return hub.download_model_repo(spec[len(HF_HUB):])
+        arch, _, tag = spec.partition(":")
+        cfg = open_clip.get_pretrained_cfg(arch.replace("/", "-"), tag)
+        if not cfg:
+            tags = open_clip.list_pretrained_tags_by_model(arch.replace("/", "-"))
+            raise UnknownNameError(f"no pretrained weights {tag!r} for {arch!r} in open_clip's table; write "
+                                   f"clip:ARCH:TAG, with one of {', '.join(tags) or '(no tags for this architecture)'}")
+        with hub.online():
+            path = open_clip.pretrained.download_pretrained(cfg)
+        return [f"{arch} {tag} -> {path}"]
 
     # -- identity ---------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
@@ -184,16 +204,20 @@ class ClipScorer(Scorer):
             self._ensemble_cache[text] = F.normalize(mean, dim=-1)
         return self._ensemble_cache[text]
 
-    def _text_matrix(self, texts: tuple[Text, ...]) -> torch.Tensor:
-        """Stacked candidate embeddings; kept per tuple object when it is large and shared
-        (a zero-shot classifier), rebuilt otherwise (a pair of captions is cheap to stack)."""
-        if len(texts) <= 16:
-            return torch.stack([self._embedding(t) for t in texts])
-        cached = self._matrix_cache.get(id(texts))
-        if cached is None or cached[0] is not texts:
-            cached = (texts, torch.stack([self._embedding(t) for t in texts]))
-            self._matrix_cache[id(texts)] = cached
-        return cached[1]
+    def _text_matrix(self, texts: tuple[Text, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embeddings of an item's distinct candidates, and for each candidate the row of its
+        embedding. Kept per tuple object when it is large and shared (a zero-shot classifier),
+        rebuilt otherwise (a pair of captions is cheap to stack)."""
+        if len(texts) > 16:
+            cached = self._matrix_cache.get(id(texts))
+            if cached is not None and cached[0] is texts:
+                return cached[1]
+        distinct = list(dict.fromkeys(texts))
+        where = {t: k for k, t in enumerate(distinct)}
+        built = (torch.stack([self._embedding(t) for t in distinct]), torch.tensor([where[t] for t in texts]))
+        if len(texts) > 16:
+            self._matrix_cache[id(texts)] = (texts, built)
+        return built
 
     def score(self, items: Sequence[Item]) -> list[np.ndarray]:
         seen: set[int] = set()
@@ -208,7 +232,10 @@ class ClipScorer(Scorer):
         out = []
         for item in items:
             images = torch.stack([self._image_cache[r] for r in item.images])
-            out.append((images @ self._text_matrix(item.texts).T).numpy())
+            # each distinct text is scored once and its column copied: identical candidates get
+            # bit-identical scores, so a duplicate of the right caption always ties (and counts as wrong)
+            distinct, column = self._text_matrix(item.texts)
+            out.append((images @ distinct.T)[:, column].numpy())
         return out
 
 
@@ -268,6 +295,16 @@ def load_open_clip(
 
     if toy_models.is_toy(model):
         model = LOCAL_DIR + str(toy_models.toy_folder(model))
+    elif not model.startswith((LOCAL_DIR, HF_HUB)) and Path(model).expanduser().is_dir():
+        # a plain folder: accept it when it is an open_clip model folder, rather than reading it as
+        # an architecture name
+        folder = Path(model).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise MissingWeightsError(
+                f"--model {model} is a folder, but not an open_clip model folder: it has no open_clip_config.json. "
+                "Pass an architecture name (ViT-B-32) with --pretrained, local-dir:/path for a folder with "
+                "open_clip_config.json and weights, or hf-hub:org/repo.")
+        model = LOCAL_DIR + str(folder)
     if model.startswith((LOCAL_DIR, HF_HUB)):
         if pretrained:
             raise HarnessError(
@@ -401,6 +438,14 @@ def _create(name: str, pretrained: str | None, kwargs: dict[str, Any], what: str
             net, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device="cpu",
                                                                        **kwargs)
             tokenizer = open_clip.get_tokenizer(name)
+    except pickle.UnpicklingError as err:
+        # torch.load(weights_only=True) refused a pickle that asks for more than tensors: never
+        # load such a file (it could run code); say which file and why
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointMismatchError(
+            f"refused to load {pretrained or name}: it is not a plain weights file (torch's safe loader says: "
+            f"{first[:200]}). A pickle that needs more than tensors can run code while it loads. Use the "
+            "official weights, or convert trusted weights to .safetensors.") from None
     except (RuntimeError, AssertionError, KeyError) as err:
         # open_clip reports a checkpoint that does not fit as a load_state_dict RuntimeError, or as
         # an AssertionError/KeyError from its position-embedding resizing; a failed download as a

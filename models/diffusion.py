@@ -40,7 +40,7 @@ from harness.errors import HarnessError
 from harness.options import Bool, Choice, Int, Option
 from harness.results import portable_model_name
 from models import toy_models
-from models.stable_diffusion import VaeImageTransform, load_pipeline, token_ids
+from models.stable_diffusion import VaeImageTransform, load_pipeline, load_scheduler, token_ids
 
 log = logging.getLogger("harness")
 
@@ -123,16 +123,16 @@ class DiffusionScorer(Scorer):
         self.device = resolve_device(config.device)
         self.amp_dtype = autocast_dtype(self.device, options["precision"])
         source = str(toy_models.toy_folder(config.model)) if toy_models.is_toy(config.model) else config.model
-        self.pipeline = load_pipeline(source)
-        self.vae, self.text_encoder, self.tokenizer, self.unet = (
-            self.pipeline.vae, self.pipeline.text_encoder, self.pipeline.tokenizer, self.pipeline.unet)
-        self.scheduler = self.pipeline.scheduler
-        self.prediction_type = self.pipeline.prediction_type
+        # the schedule first: options that depend on it fail before any weights load
+        self.scheduler = load_scheduler(source)
+        self.prediction_type = self.scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise HarnessError(f"{config.model}: prediction_type {self.prediction_type!r} is not supported "
                                "(epsilon and v_prediction are)")
-        train_steps = self.scheduler.config.num_train_timesteps
-        self.timesteps = _timesteps(options["timesteps"], train_steps)
+        self.timesteps = _timesteps(options["timesteps"], self.scheduler.config.num_train_timesteps)
+        self.pipeline = load_pipeline(source, self.scheduler)
+        self.vae, self.text_encoder, self.tokenizer, self.unet = (
+            self.pipeline.vae, self.pipeline.text_encoder, self.pipeline.tokenizer, self.pipeline.unet)
         self.noise_samples = options["noise_samples"]
         self.batch_size = options["batch_size"]
         self.distance = options["distance"]
@@ -156,6 +156,13 @@ class DiffusionScorer(Scorer):
         self._noise: torch.Tensor | None = None  # (timesteps, draws, C, H, W), made on first use
         self._comparisons: Comparisons = "matrix"
         self.unet_passes = 0
+
+    @classmethod
+    def download(cls, spec: str) -> list[str]:
+        """A pipeline's hub id (e.g. stabilityai/stable-diffusion-2-1-base) into the hub cache."""
+        from harness import hub
+
+        return hub.download_model_repo(spec)
 
     # -- identity ---------------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:

@@ -44,11 +44,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from harness import distributed
-from harness.devices import autocast, autocast_dtype, resolve_device
+from harness import distributed, interrupts
+from harness.devices import PRECISIONS, autocast, autocast_dtype, resolve_device
 from harness.errors import BadRecordError, HarnessError, MissingDataError
 from harness.files import atomic_write, atomic_write_text
 from harness.images import decode_image
+from harness.options import Choice, Float, Int, Option, resolve_options
 from harness.results import csv_text
 from models.clip import load_open_clip, save_local_dir
 from models.stable_diffusion import VaeImageTransform, load_pipeline, token_ids
@@ -98,6 +99,29 @@ class FinetuneConfig:
     precision: str = "auto"  # auto = bf16 (or fp16) autocast on GPU, fp32 on CPU; fp32, fp16, bf16
     workers: int = 2  # image-decoding processes per rank (they prefetch the next steps)
     extra: dict[str, Any] = field(default_factory=dict)  # filled in: base model, data hash, commit
+
+
+# The type of every knob a user sets, checked in one place before anything loads (a negative
+# learning rate would train by gradient ascent; a NaN lambda would poison every step).
+CONFIG_TYPES: dict[str, tuple[Any, str | None]] = {  # field -> (option type, command-line flag if not --field)
+    "lam": (Float(0), "--lambda"), "lr": (Float(0), None), "head_lr": (Float(0), None),
+    "batch_size": (Int(1), None), "epochs": (Int(1), None), "warmup_steps": (Int(0), None),
+    "weight_decay": (Float(0), None), "t_min": (Int(0, 999), None), "t_max": (Int(1, 1000), None),
+    "train": (Choice(*TRAINABLE), None), "sds_grad": (Choice("full", "detached"), None),
+    "head": (Choice(*HEADS), None), "grad_accum": (Int(1), None), "max_steps": (Int(1), None),
+    "save_every": (Int(1), None), "on_bad_image": (Choice("skip", "fail"), None), "grad_norm_every": (Int(0), None),
+    "seed": (Int(0), None), "precision": (Choice(*PRECISIONS), None), "workers": (Int(0), None),
+}
+
+
+def validate_config(config: FinetuneConfig) -> None:
+    """Refuse a configuration with a value of the wrong type or range, naming the flag and the value."""
+    declared = [Option(name, kind, None, f"see `harness finetune --help` ({flag or '--' + name.replace('_', '-')})",
+                       cli=flag) for name, (kind, flag) in CONFIG_TYPES.items()]
+    resolve_options(declared, {name: getattr(config, name) for name in CONFIG_TYPES}, "harness finetune", None)
+    if config.t_min >= config.t_max:
+        raise HarnessError(f"--t-min {config.t_min} must be below --t-max {config.t_max} (L_SDS draws timesteps "
+                           "from [t_min, t_max))")
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -154,11 +178,16 @@ def _read_caption_rows(path: Path) -> list[tuple[str, str]]:
     else:
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
-                if line.strip():
+                if not line.strip():
+                    continue
+                try:
                     record = json.loads(line)
-                    if "image" not in record or "caption" not in record:
-                        raise BadRecordError(f"{path} line {n} lacks 'image' or 'caption'")
-                    rows.append((record["image"], record["caption"]))
+                except json.JSONDecodeError as err:
+                    raise BadRecordError(f"{path} line {n} is not JSON ({err.msg} at column {err.colno}); write "
+                                         'one object per line like {"image": "a.jpg", "caption": "a dog"}') from None
+                if not isinstance(record, dict) or "image" not in record or "caption" not in record:
+                    raise BadRecordError(f"{path} line {n} lacks 'image' or 'caption'")
+                rows.append((record["image"], record["caption"]))
     return rows
 
 
@@ -237,15 +266,8 @@ def trainable_parameters(clip: torch.nn.Module, which: str) -> list[tuple[str, t
 
 class Trainer:
     def __init__(self, config: FinetuneConfig) -> None:
+        validate_config(config)  # before anything loads or is written
         self.config = config
-        if config.sds_grad not in ("full", "detached"):
-            raise HarnessError(f"--sds-grad {config.sds_grad!r} is not one of full, detached")
-        if config.head not in HEADS:
-            raise HarnessError(f"--head {config.head!r} is not one of {', '.join(HEADS)}")
-        if config.on_bad_image not in ("skip", "fail"):
-            raise HarnessError(f"--on-bad-image {config.on_bad_image!r} is not one of skip, fail")
-        if not 0 <= config.t_min < config.t_max <= 1000:
-            raise HarnessError(f"timestep range {config.t_min}..{config.t_max} must lie within 0..1000")
         self.rank, self.world = distributed.init_from_env(config.device)
         if config.batch_size % (self.world * config.grad_accum):
             raise HarnessError(f"--batch-size {config.batch_size} must divide into {self.world} processes x "
@@ -402,6 +424,7 @@ class Trainer:
             prefetch_factor=2 if self.config.workers else None))
         try:
             while self.step < self.total_steps:
+                interrupts.check()  # a Ctrl-C that a library swallowed still stops training here
                 record = self._optimizer_step(next(images))
                 seen += self.config.batch_size
                 record["samples_per_s"] = seen / (time.perf_counter() - started)

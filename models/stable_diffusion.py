@@ -75,25 +75,59 @@ class VaeImageTransform:
         return TF.to_tensor(image) * 2.0 - 1.0
 
 
-def load_pipeline(model: str) -> Pipeline:
-    """A Stable Diffusion pipeline's parts from a folder or a hub id in the local cache, never from
-    the network. Parameters load in fp32 whatever the stored precision (fp16 weights, as the toy
-    models keep, would otherwise load as fp16 and fail on the CPU); mixed precision comes from
-    autocast at run time."""
-    import diffusers
-    import transformers
-    from huggingface_hub import constants
-
+def _source(model: str) -> str:
+    """A pipeline folder's path, or a hub id; refuses what is neither."""
     folder = Path(model).expanduser()
-    source = str(folder) if folder.is_dir() else model
     if folder.is_dir():
         missing = [s for s in PIPELINE_PARTS if not (folder / s).is_dir()]
         if missing:
             raise MissingWeightsError(f"{folder} is not a Stable Diffusion pipeline folder: it lacks {missing} "
                                       "(a folder written by StableDiffusionPipeline.save_pretrained has them all)")
-    elif model.startswith(("/", ".", "~")) or "/" not in model or model.count("/") > 1:
+        return str(folder)
+    if model.startswith(("/", ".", "~")) or "/" not in model or model.count("/") > 1:
         raise MissingWeightsError(f"--model {model!r}: no such pipeline folder, and not a hub id like "
                                   "stabilityai/stable-diffusion-2-1-base")
+    return model
+
+
+def _offline_error(model: str, err: Exception) -> MissingWeightsError:
+    from huggingface_hub import constants
+
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    where = "that folder" if Path(model).expanduser().is_dir() else f"the Hugging Face cache {constants.HF_HUB_CACHE}"
+    return MissingWeightsError(
+        f"cannot load the pipeline {model!r} offline ({first[:300]}). Looked in {where}. Download it once "
+        f"(`harness data --download diffusion:{model}`, or `huggingface-cli download {model}` where there is "
+        "network), or pass a folder written by StableDiffusionPipeline.save_pretrained.")
+
+
+def load_scheduler(model: str):
+    """The pipeline's training noise schedule as a DDPMScheduler, read from its scheduler config
+    alone (cheap: options that depend on the schedule are checked before any weights load)."""
+    import diffusers
+
+    source = _source(model)
+    try:
+        config = diffusers.DDPMScheduler.load_config(source, subfolder="scheduler", local_files_only=True)
+    except (OSError, ValueError, EnvironmentError) as err:
+        raise _offline_error(model, err) from err
+    try:
+        # the training schedule, whatever sampler class the pipeline's folder names
+        return diffusers.DDPMScheduler.from_config(config)
+    except (ValueError, NotImplementedError) as err:
+        raise HarnessError(f"{model}: its scheduler config cannot make a DDPM training schedule: {err}") from err
+
+
+def load_pipeline(model: str, scheduler: Any = None) -> Pipeline:
+    """A Stable Diffusion pipeline's parts from a folder or a hub id in the local cache, never from
+    the network (``scheduler``: one load_scheduler already read). Parameters load in fp32 whatever
+    the stored precision (fp16 weights, as the toy models keep, would otherwise load as fp16 and
+    fail on the CPU); mixed precision comes from autocast at run time."""
+    import diffusers
+    import transformers
+
+    scheduler = scheduler if scheduler is not None else load_scheduler(model)
+    source = _source(model)
     try:
         vae = diffusers.AutoencoderKL.from_pretrained(source, subfolder="vae", local_files_only=True,
                                                       torch_dtype=torch.float32)
@@ -102,26 +136,14 @@ def load_pipeline(model: str) -> Pipeline:
         text_encoder = transformers.CLIPTextModel.from_pretrained(source, subfolder="text_encoder",
                                                                   local_files_only=True, dtype=torch.float32)
         tokenizer = transformers.CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=True)
-        scheduler_config = diffusers.DDPMScheduler.load_config(source, subfolder="scheduler", local_files_only=True)
     except (OSError, ValueError, EnvironmentError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MissingWeightsError(
-            f"cannot load the pipeline {model!r} offline ({first[:300]}). Looked in "
-            f"{'that folder' if folder.is_dir() else f'the Hugging Face cache {constants.HF_HUB_CACHE}'}. Download it "
-            f"once where there is network (`huggingface-cli download {model}`), or pass a folder written by "
-            "StableDiffusionPipeline.save_pretrained."
-        ) from err
+        raise _offline_error(model, err) from err
     if unet.config.cross_attention_dim != text_encoder.config.hidden_size:
         raise HarnessError(f"{model}: the UNet attends to width {unet.config.cross_attention_dim} but the text "
                            f"encoder gives {text_encoder.config.hidden_size}; the components do not belong together")
     if unet.config.in_channels != vae.config.latent_channels:
         raise HarnessError(f"{model}: the UNet takes {unet.config.in_channels} channels but the VAE makes "
                            f"{vae.config.latent_channels}")
-    try:
-        # the training schedule, whatever sampler class the pipeline's folder names
-        scheduler = diffusers.DDPMScheduler.from_config(scheduler_config)
-    except (ValueError, NotImplementedError) as err:
-        raise HarnessError(f"{model}: its scheduler config cannot make a DDPM training schedule: {err}") from err
     return Pipeline(vae, text_encoder, tokenizer, unet, scheduler)
 
 

@@ -297,3 +297,15 @@ def test_trimmed_text_positions_match_full_length_encoding(tiny_clip):
         full = F.normalize(scorer.model.encode_text(scorer.tokenizer(texts)), dim=-1)
     for text, reference in zip(texts, full):
         np.testing.assert_allclose(scorer._text_cache[text].numpy(), reference.numpy(), atol=1e-5)
+
+
+def test_a_planted_pretrained_file_is_refused_by_name_and_never_runs(tiny_clip, tmp_path):
+    import torch
+    from test_trust import Payload
+
+    marker = tmp_path / "payload-ran"
+    planted = tmp_path / "weights.pt"
+    torch.save({"state_dict": Payload(marker)}, planted)
+    with pytest.raises(CheckpointMismatchError, match=r"refused to load .*weights.pt: it is not a plain weights file"):
+        ClipScorer(ScorerConfig(model=tiny_clip.arch, pretrained=str(planted)))
+    assert not marker.exists()

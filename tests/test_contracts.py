@@ -62,3 +62,23 @@ def test_scorer_on_benchmark(scorer_name, bench_name, scorers, tmp_path):
     assert result.rows and all(isinstance(r, MetricRow) for r in result.rows)
     assert all(r.n > 0 and (np.isnan(r.value) or 0 <= r.value <= 100) for r in result.rows)
     assert not scorer.has_image(result.items[0].images[0])  # cleared after the run
+
+
+@pytest.mark.parametrize("scorer_name", SCORERS.names())
+def test_a_duplicated_candidate_ties_exactly_and_is_never_correct(scorer_name, scorers, tmp_path):
+    """Two identical candidate texts get bit-identical scores, so an item whose wrong option equals
+    the right one can never count as right (ARO's COCO-Order has such items)."""
+    from factories import PhotoBenchmark
+
+    from harness.api import Item
+    from harness.metrics import strictly_first, winoground_outcome
+
+    items = [Item("one", ("0",), ("a dog on a couch", "a couch on a dog", "a dog on a couch"), (0,)),
+             Item("many", ("1",), tuple(f"caption {k}" for k in range(20)) + ("caption 3",), (3,)),
+             Item("pair", ("2", "3"), ("two cats", "two cats"), (0, 1))]
+    result = evaluate(scorers[scorer_name], PhotoBenchmark.make(items), ScoreStore(tmp_path / "s.sqlite"),
+                      workers=0, progress=False)
+    one, many, pair = result.scores
+    assert one[0, 0] == one[0, 2] and not strictly_first(one, 0)
+    assert many[0, 3] == many[0, 20] and not strictly_first(many, 3)
+    assert pair[0, 0] == pair[0, 1] and pair[1, 0] == pair[1, 1] and not winoground_outcome(pair)["text"]

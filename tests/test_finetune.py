@@ -215,9 +215,10 @@ def test_bad_input(stack, tmp_path):
     (bad_sd / "unet" / "config.json").write_text(json.dumps(unet_config))
     with pytest.raises(HarnessError, match="sample size 7 is not divisible"):
         Trainer(_config(stack, tmp_path / "c", sd=str(bad_sd)))
-    with pytest.raises(HarnessError, match="--head 'mlp' is not one of linear, normalised, frozen-fit"):
+    with pytest.raises(HarnessError, match="--head='mlp' for harness finetune: expected one of linear, normalised, "
+                                           "frozen-fit"):
         Trainer(_config(stack, tmp_path / "d", head="mlp"))
-    with pytest.raises(HarnessError, match="--sds-grad 'half'"):
+    with pytest.raises(HarnessError, match="--sds-grad='half'"):
         Trainer(_config(stack, tmp_path / "d", sds_grad="half"))
 
 
@@ -272,3 +273,21 @@ def test_plain_caption_files(stack, tmp_path, kind):
     assert [s.captions for s in trainer.samples] == [(f"caption {i} a", f"caption {i} b") for i in range(4)]
     trainer.train(progress=False)
     assert len(list(iter_losses(tmp_path / "out"))) == 1
+
+
+def test_resume_loads_a_planted_trainer_state_without_running_it(stack, tmp_path):
+    from test_trust import Payload
+
+    out = finetune(_config(stack, tmp_path / "out", max_steps=1), progress=False)
+    marker = tmp_path / "payload-ran"
+    torch.save({"step": 1, "optimizer": Payload(marker)}, out / "trainer_state.pt")
+    with pytest.raises(HarnessError, match=r"--resume: .*trainer_state.pt is not a trainer state this harness wrote"):
+        finetune(_config(stack, tmp_path / "out", max_steps=2), resume=True, progress=False)
+    assert not marker.exists()
+
+
+def test_a_malformed_caption_line_is_named(stack, tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"image": "a.png", "caption": "x"}) + "\n" + '{"image": "b.png", "caption": \n')
+    with pytest.raises(BadRecordError, match=r"pairs.jsonl line 2 is not JSON"):
+        Trainer(_config(stack, tmp_path / "out", captions=str(path)))

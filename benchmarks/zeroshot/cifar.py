@@ -4,7 +4,6 @@ of every file even with download=False, so they refuse any copy that is not byte
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from PIL import Image
 from benchmarks.zeroshot.base import Dataset, readable
 from benchmarks.zeroshot.templates import template_set
 from harness.errors import BadRecordError, MissingDataError
+from harness.safe_pickle import load_data_pickle
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,12 @@ def cifar_how(spec: _CifarSpec, data_root: Path) -> str:
 
 
 def _read_pickle(path: Path) -> dict[str, Any]:
-    """A CIFAR pickle: written by Python 2, so its strings need latin1 (torchvision reads it so)."""
+    """A CIFAR pickle: written by Python 2, so its strings need latin1 (torchvision reads it so).
+    Read with the restricted unpickler: a planted file cannot run code."""
     try:
-        with open(path, "rb") as f:
-            data = pickle.load(f, encoding="latin1")
+        data = load_data_pickle(path, encoding="latin1")
+    except BadRecordError:
+        raise
     except Exception as err:
         raise BadRecordError(f"cannot read {path} as a CIFAR pickle: {type(err).__name__}: {err}") from err
     if not isinstance(data, dict):
