@@ -129,6 +129,9 @@ def test_killed_and_interrupted_processes_resume(tiny_clip, tmp_path):
     after_kill = _stored(db)
     assert 5 <= after_kill < n_items
     assert not (results_dir / "leaderboard.csv").exists()
+    from harness.results import stale_runs
+
+    assert [why for _, why in stale_runs(results_dir)] == [f"its process {killed.pid} on this host is gone"]
 
     interrupted = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     _wait_for_stored(db, interrupted, after_kill + 5)
