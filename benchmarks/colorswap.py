@@ -20,9 +20,10 @@ and logs in; MIT licence; 1,000 examples, 2,000 image-caption pairs). Facts take
   Winoground schema"). The authors' image-text-matching evaluation is a Colab notebook that could
   not be read here, so its tie rule is *unconfirmed*; this adapter uses Winoground's own strict
   rule (``harness.metrics.winoground_outcome``: a tie is wrong), the rule of the Winoground paper
-  whose last author is also ColorSwap's. The paper evaluates models on the ``test`` split (the
-  default, ``--bench-opt split=train`` for the other); rows break down by ``image_source`` and
-  ``caption_source`` where the records carry them.
+  whose last author is also ColorSwap's. The ``test`` split is the default (``--bench-opt
+  split=train`` for the other): the paper fine-tunes on train and reports test, as far as its
+  abstract and third-party loaders show (*unconfirmed*, the paper was not read in full). Rows break
+  down by ``image_source`` and ``caption_source`` where the records carry them.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class ColorSwap(Benchmark):
     version = "1"
     comparisons = "matrix"
     OPTIONS = (
-        Option("split", Choice("test", "train"), "test", "the split to evaluate (the paper reports test)"),
+        Option("split", Choice("test", "train"), "test", "the split to evaluate (test: the evaluation split)"),
         Option("hf_id", Text(), HF_ID, "the dataset to look for in the hub and datasets caches when "
                                        "<data-root>/colorswap/ lacks it (a mirror's id, or a local dataset folder)"),
     )

@@ -12,9 +12,11 @@ Source read: GitHub amitakamath/whatsup_vlms, ``dataset_zoo/aro_datasets.py`` (c
   ``controlled_images_dataset.json``, a list of ``{"image_path": "data/controlled_images/<file>",
   "caption_options": [4 captions]}``, images in ``controlled_images/``. ``controlled-b``
   (in front of / behind / left of / right of): ``controlled_clevr_dataset.json`` and
-  ``controlled_clevr/``. File names read ``<object>_<preposition>_<object>.jpeg`` (e.g.
-  ``mug_left_of_table.jpeg``, ``mug_in-front_of_table.jpeg``); the loader opens ``image_path``
-  relative to the repository, i.e. ``<root>/controlled_images/<file>``.
+  ``controlled_clevr/``. File names read ``<object>_<preposition>_<object>.jpeg`` with the
+  prepositions ``on``, ``under``, ``left_of``, ``right_of``, ``in-front_of``, ``behind`` (the
+  strings the evaluation code matches); the loader opens ``image_path`` relative to the repository,
+  i.e. ``<root>/controlled_images/<file>``. The JSON's contents were seen only as quoted by
+  third-party code (e.g. ``data/controlled_images/beer-bottle_on_armchair.jpeg``).
 - ``coco-spatial-one`` / ``-two``: ``coco_qa_one_obj.json`` / ``coco_qa_two_obj.json``, lists of
   ``[image_id, true_caption, false_caption]``; image ``val2017/<image_id zero-padded to 12>.jpg``.
   ``gqa-spatial-one`` / ``-two`` (the paper's GQA-spatial; the code calls them VG_QA):
