@@ -18,5 +18,11 @@ PLUGINS = {
                    "generated two-object scenes (no download): winoground, relation, attribute and zeroshot subsets"),
         "sugarcrepe": ("benchmarks.sugarcrepe:SugarCrepe",
                        "SugarCrepe (Hsieh et al. 2023): seven replace/swap/add hard-negative subsets"),
+        "whatsup": ("benchmarks.whatsup:WhatsUp",
+                    "What'sUp (Kamath et al. 2023): spatial prepositions, Controlled-A/B, COCO- and GQA-spatial"),
+        "colorswap": ("benchmarks.colorswap:ColorSwap",
+                      "ColorSwap (Burapacheep et al. 2024): colour-word swaps, Winoground text/image/group"),
+        "mmvp-vlm": ("benchmarks.mmvp:MMVPVLM",
+                     "MMVP-VLM (Tong et al. 2024): CLIP-blind image pairs in 9 visual patterns, pair accuracy"),
     },
 }
