@@ -18,5 +18,7 @@ PLUGINS = {
                    "generated two-object scenes (no download): winoground, relation, attribute and zeroshot subsets"),
         "sugarcrepe": ("benchmarks.sugarcrepe:SugarCrepe",
                        "SugarCrepe (Hsieh et al. 2023): seven replace/swap/add hard-negative subsets"),
+        "clevr": ("benchmarks.clevr:CLEVR",
+                  "CLEVR binding and spatial subtasks as DiffusionITM's GDBench defines them (Krojer et al. 2023)"),
     },
 }
