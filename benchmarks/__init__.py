@@ -20,5 +20,8 @@ PLUGINS = {
                        "SugarCrepe (Hsieh et al. 2023): seven replace/swap/add hard-negative subsets"),
         "clevr": ("benchmarks.clevr:CLEVR",
                   "CLEVR binding and spatial subtasks as DiffusionITM's GDBench defines them (Krojer et al. 2023)"),
+        "svo-probes": ("benchmarks.svo_probes:SVOProbes",
+                       "SVO-Probes (Hendricks & Nematzadeh 2021): subject, verb and object negative images, "
+                       "as GDBench uses them"),
     },
 }

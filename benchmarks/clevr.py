@@ -153,7 +153,8 @@ class CLEVR(Benchmark):
                 except BadRecordError:
                     pass  # reported when the benchmark runs; here only the counts suffer
         present = set(os.listdir(bench.images)) if bench.images.is_dir() else set()
-        count = f": {len(wanted & present)} of the {len(wanted)} the caption files name are present" if wanted else ""
+        count = (f": {len(wanted & present)} of the {len(wanted)} images the caption files name are present"
+                 if wanted else "")
         out.append(DataRequirement(f"CLEVR images (Zenodo 8096756 images.zip){count}", str(bench.images),
                                    bench.images.is_dir() and (not wanted or bool(wanted & present)), HOW_TO_GET))
         return out

@@ -120,6 +120,6 @@ def test_describe_data_counts_the_images_present(root, tmp_path):
     (root / "clevr" / "images" / image_name(2)).unlink()
     requirements = CLEVR.describe_data(root)
     images = requirements[-1]
-    assert images.found and "2 of the 3 the caption files name are present" in images.what
+    assert images.found and "2 of the 3 images the caption files name are present" in images.what
     assert all(r.found for r in requirements[:-1]) and len(requirements) == 8
     assert not any(r.found for r in CLEVR.describe_data(tmp_path / "nothing"))
