@@ -24,5 +24,10 @@ PLUGINS = {
                       "ColorSwap (Burapacheep et al. 2024): colour-word swaps, Winoground text/image/group"),
         "mmvp-vlm": ("benchmarks.mmvp:MMVPVLM",
                      "MMVP-VLM (Tong et al. 2024): CLIP-blind image pairs in 9 visual patterns, pair accuracy"),
+        "clevr": ("benchmarks.clevr:CLEVR",
+                  "CLEVR binding and spatial subtasks as DiffusionITM's GDBench defines them (Krojer et al. 2023)"),
+        "svo-probes": ("benchmarks.svo_probes:SVOProbes",
+                       "SVO-Probes (Hendricks & Nematzadeh 2021): subject, verb and object negative images, "
+                       "as GDBench uses them"),
     },
 }

@@ -20,6 +20,30 @@ def strictly_first(scores: np.ndarray, truth: int) -> bool:
     return bool(row[truth] > np.delete(row, truth).max())
 
 
+TIE_RULES = ("strict", "argmax")
+
+
+def wins(values: np.ndarray, truth: int, tie_rule: str = "strict") -> bool:
+    """Whether candidate ``truth`` wins among ``values`` (one score per candidate).
+
+    ``strict``: it scores strictly higher than every other, so a tie is wrong (the harness's rule).
+    ``argmax``: ``np.argmax`` picks it, so a tie goes to the lowest tied index; benchmarks whose
+    official code decides by argmax with the true candidate first (DiffusionITM's GDBench) count
+    a tie as right under this rule."""
+    values = np.asarray(values).ravel()
+    if tie_rule == "argmax":
+        return int(np.argmax(values)) == truth
+    if tie_rule != "strict":
+        raise ValueError(f"unknown tie rule {tie_rule!r}; expected one of {', '.join(TIE_RULES)}")
+    return bool(values[truth] > np.delete(values, truth).max())
+
+
+def tied_at_top(values: np.ndarray) -> bool:
+    """Whether the best score is shared by several candidates (where tie rules disagree)."""
+    values = np.asarray(values).ravel()
+    return bool((values == values.max()).sum() > 1)
+
+
 def winoground_outcome(scores: np.ndarray) -> dict[str, bool]:
     """Text, image and group correctness of one 2x2 matrix (rows = images, columns = captions), by
     Winoground's strict rule (Thrush et al. 2022): a tie is wrong.
