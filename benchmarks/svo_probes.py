@@ -17,9 +17,9 @@ Negative type, as GDBench's ``download.py`` assigns it: ``subj`` if ``subj_neg``
 True are kept under that rule and counted in ``details()`` (``rows_without_exactly_one_flag``).
 
 Each row is one item: the sentence against [positive image, negative image] (text-to-image: GDBench
-scores the sentence with both images and takes the argmax). The item's ``truth`` is (0, 0) only
-because ``Item.truth`` has no way to say that no text belongs to the negative image; the decision
-is the positive image (index 0) against the negative one. Metric: accuracy per negative type, and
+scores the sentence with both images and takes the argmax). The item's ``truth`` is (0, NO_TEXT):
+the sentence belongs to the positive image and to no other; the decision is the positive image
+(index 0) against the negative one. Metric: accuracy per negative type, and
 ``all``, the accuracy over every item evaluated (the official notebook's "All" pools the three
 types the same way).
 
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from harness.api import Benchmark, DataRequirement, Item, MetricRow
+from harness.api import NO_TEXT, Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, HarnessError, MissingDataError
 from harness.images import decode_image
 from harness.metrics import TIE_RULES, accuracy_row, by_subset, tied_at_top, wins
@@ -149,7 +149,7 @@ class SVOProbes(Benchmark):
                 id=f"{subset}/{i}",  # the CSV's row index: stable for one file, whatever is downloaded
                 images=(pos, neg),
                 texts=(row["sentence"],),
-                truth=(0, 0),  # Item.truth cannot say "no text": the decision is image 0 against image 1
+                truth=(0, NO_TEXT),  # the sentence describes the positive image only
                 meta={"subset": subset, "pos_triplet": row.get("pos_triplet", ""),
                       "neg_triplet": row.get("neg_triplet", "")},
             ))

@@ -31,6 +31,7 @@ class Prompts:
 
 
 Text = Union[str, Prompts]
+NO_TEXT = -1  # in Item.truth: no candidate text belongs to this image
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class Item:
     """One decision: ``images`` (refs the benchmark can decode) against ``texts``.
 
     ``truth[i]`` is the index of the text that belongs to image ``i`` (Winoground: (0, 1);
-    ARO/SugarCrepe: one image, one index). Image refs are opaque strings, unique within a
+    ARO/SugarCrepe: one image, one index), or ``NO_TEXT`` (-1) for an image no candidate describes
+    (the negative image of a text-to-image item, as in SVO-Probes). Image refs are opaque strings, unique within a
     benchmark, that ``Benchmark.load_image`` decodes; scorers use them as cache keys. Items that
     share the same candidates (zero-shot classes) should share one ``texts`` tuple object, which
     lets scorers and the store cache per tuple.
@@ -54,8 +56,9 @@ class Item:
         if len(self.truth) != len(self.images):
             raise ValueError(f"item {self.id}: truth has {len(self.truth)} entries for {len(self.images)} images")
         for t in self.truth:
-            if not 0 <= t < len(self.texts):
-                raise ValueError(f"item {self.id}: truth index {t} outside 0..{len(self.texts) - 1}")
+            if t != NO_TEXT and not 0 <= t < len(self.texts):
+                raise ValueError(f"item {self.id}: truth index {t} outside 0..{len(self.texts) - 1} "
+                                 f"(or {NO_TEXT}: no text belongs to that image)")
 
 
 @dataclass(frozen=True)
