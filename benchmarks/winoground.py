@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from benchmarks.hub import hub_cache_dir, hub_snapshot
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
@@ -74,7 +75,7 @@ class Winoground(Benchmark):
         source = _folder_source(folder, tried)
         if source:
             return source
-        snapshot = _hub_snapshot(self.hf_id, tried)
+        snapshot = hub_snapshot(self.hf_id, tried)
         if snapshot is not None:
             source = _folder_source(snapshot, tried)
             if source:
@@ -123,11 +124,11 @@ class Winoground(Benchmark):
         folder = Path(data_root) / "winoground"
         tried: list[str] = []
         found_folder = _folder_source(folder, tried) is not None
-        snapshot = _hub_snapshot(HF_ID, tried)
+        snapshot = hub_snapshot(HF_ID, tried)
         found_hub = snapshot is not None and _folder_source(snapshot, tried) is not None
         in_folder = DataRequirement("Winoground, repository layout (parquet or examples.jsonl + images)",
                                     str(folder), found_folder, HOW_TO_GET)
-        in_hub = DataRequirement("Winoground in the Hugging Face hub cache", str(snapshot or _hub_cache_dir()),
+        in_hub = DataRequirement("Winoground in the Hugging Face hub cache", str(snapshot or hub_cache_dir()),
                                  found_hub, HOW_TO_GET)
         # the two places are alternatives: name the one in use, or both when neither has it
         if found_folder:
@@ -267,24 +268,6 @@ def _folder_source(folder: Path, tried: list[str]) -> _Source | None:
     else:
         tried.append(f"{data}/test-*.parquet or {jsonl}")
     return None
-
-
-def _hub_cache_dir() -> str:
-    from huggingface_hub import constants
-
-    return os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
-
-
-def _hub_snapshot(repo_id: str, tried: list[str]) -> Path | None:
-    from huggingface_hub import snapshot_download
-
-    cache = _hub_cache_dir()
-    try:
-        path = snapshot_download(repo_id, repo_type="dataset", local_files_only=True, cache_dir=cache)
-    except Exception:
-        tried.append(f"the Hugging Face hub cache {cache} (no snapshot of {repo_id})")
-        return None
-    return Path(path)
 
 
 def _datasets_cache(repo_id: str, tried: list[str]) -> _Source | None:
