@@ -18,5 +18,7 @@ PLUGINS = {
                    "generated two-object scenes (no download): winoground, relation, attribute and zeroshot subsets"),
         "sugarcrepe": ("benchmarks.sugarcrepe:SugarCrepe",
                        "SugarCrepe (Hsieh et al. 2023): seven replace/swap/add hard-negative subsets"),
+        "eqben": ("benchmarks.eqben:EqBen",
+                  "EqBen (Wang et al. 2023) 10% subset: visual-minimal 2x2 swaps, text/image/group per sub-dataset"),
     },
 }
