@@ -20,5 +20,7 @@ PLUGINS = {
                        "SugarCrepe (Hsieh et al. 2023): seven replace/swap/add hard-negative subsets"),
         "eqben": ("benchmarks.eqben:EqBen",
                   "EqBen (Wang et al. 2023) 10% subset: visual-minimal 2x2 swaps, text/image/group per sub-dataset"),
+        "spec": ("benchmarks.spec:Spec",
+                 "SPEC (Peng et al. 2024): size, position, existence and count; image-to-text and text-to-image"),
     },
 }
