@@ -8,7 +8,8 @@ Importing this file imports nothing else, so `harness ls` stays fast.
 PLUGINS = {
     "benchmarks": {
         "winoground": ("benchmarks.winoground:Winoground",
-                       "Winoground 2x2 swaps (Thrush et al. 2022): text, image and group score"),
+                       "Winoground 2x2 swaps (Thrush et al. 2022): text, image and group score; "
+                       "hardness-tag subsets"),
         "aro": ("benchmarks.aro:ARO",
                 "ARO (Yuksekgonul et al. 2023): vg-relation, vg-attribution, coco-order, flickr30k-order"),
         "zeroshot": ("benchmarks.zeroshot:ZeroShot",
