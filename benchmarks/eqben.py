@@ -6,12 +6,14 @@ Source: GitHub Wangt-CN/EqBen. Read there: ``README.md`` (the downloads), ``src/
 (the loaders), ``src/eqben/eqben_acc.py`` and ``evaluate_eqben_locally.py`` (the metric and the
 per-subset evaluation) and ``example/eqben_eval_CLIP.py`` (how images are decoded).
 
-Data: the official 10% subset, the one whose labels are public ("the format follows the
-winoground style"; the full test set's annotation is randomised and was scored on a server):
+Data: the official 10% subset, whose labels were public from the start (its README: "the format
+follows the winoground style"). The full test set (about 100 GB of images) first had only a
+randomised annotation scored on the authors' server; the original annotation published later
+comes in a format not checked here, so only the subset is supported (``--bench-opt
+annotations=`` may point at another file with the same records):
 
 - ``<data-root>/eqben/eqben_subset_10percent_final.json``: a JSON list of records
-  ``{"image0", "caption0", "image1", "caption1"}``, in random order (the README: "randomly
-  sorted and not classified to each category");
+  ``{"image0", "caption0", "image1", "caption1"}``, in random order, not grouped by sub-dataset;
 - ``<data-root>/eqben/image_subset/``: the images (``subset_image.tar.gz``), at the records' paths.
 
 Each path starts with the sub-dataset it comes from, the names the official evaluation uses:

@@ -133,7 +133,11 @@ class Spec(Benchmark):
         return self.files.image(subset, path).convert("RGB")
 
     def outcome(self, item: Item, scores: np.ndarray) -> dict[str, Any]:
-        return {"correct": spec_correct(item, scores, self.ties)}
+        s = np.asarray(scores, dtype=float)
+        candidates = s[0] if item.meta["direction"] == "i2t" else s[:, 0]
+        # the label and the first top candidate: a text-to-image item's truth cannot name its image
+        return {"correct": spec_correct(item, scores, self.ties), "label": item.meta["label"],
+                "predicted": int(np.argmax(candidates))}
 
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
         correct: dict[str, dict[str, list[bool]]] = {"i2t": {}, "t2i": {}}

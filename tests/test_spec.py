@@ -173,6 +173,8 @@ def test_correct_reads_the_row_for_i2t_and_the_column_for_t2i():
     t2i = _item(0, "t2i", "count", 2, 3)
     assert spec_correct(t2i, np.array([[0.1], [0.2], [0.9]]), "strict")
     assert not spec_correct(t2i, np.array([[0.1], [0.1], [0.1]]), "argmax")  # a three-way tie goes to image 0
+    assert Spec("/nonexistent").outcome(t2i, np.array([[0.1], [0.2], [0.9]])) == {"correct": True, "label": 2,
+                                                                                   "predicted": 2}
     i2t = _item(0, "i2t", "count", 1, 3)
     assert spec_correct(i2t, np.array([[0.1, 0.9, 0.2]]), "strict")
     assert not spec_correct(i2t, np.array([[0.1, 0.9, 0.9]]), "strict")
