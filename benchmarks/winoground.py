@@ -53,7 +53,7 @@ IMAGE_COLUMNS = ("image_0", "image_1")
 BREAKDOWNS = ("collapsed_tag", "num_main_preds")
 DIWAN_TAGS_FILE = Path(__file__).parent / "data" / "winoground_diwan_tags.json"
 NO_TAG = "NoTag"
-# the tags as Diwan et al.'s file writes them, in the paper's order; rows write them CamelCase
+# the tags as Diwan et al.'s file writes them, in the order rows list them (CamelCase there)
 DIWAN_TAGS = ("Ambiguously Correct", "Visually Difficult", "Unusual Text", "Unusual Image", "Complex Reasoning",
               "Non Minimal")
 DIWAN_SUBSETS = {"no-tag": NO_TAG, **{t.lower().replace(" ", "-"): t.replace(" ", "") for t in DIWAN_TAGS}}

@@ -126,7 +126,7 @@ def test_diwan_rows_are_added_and_the_existing_rows_do_not_change(tmp_path):
             assert row.details == {"hardness_tags": "Diwan et al. 2022, winoground_diwan_tags.json"}
     assert table[("diwan_tag=NoTag", "text")].value == 50.0  # the tie is wrong
     diwan = [r.subset for r in rows[len(before):]][::3]
-    assert diwan == ["diwan_tag=NoTag", "diwan_tag=VisuallyDifficult", "diwan_tag=UnusualImage"]  # the paper's order
+    assert diwan == ["diwan_tag=NoTag", "diwan_tag=VisuallyDifficult", "diwan_tag=UnusualImage"]  # in DIWAN_TAGS order
 
 
 def test_a_subset_run_names_its_rows_by_the_subset(tmp_path):
