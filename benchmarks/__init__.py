@@ -8,7 +8,8 @@ Importing this file imports nothing else, so `harness ls` stays fast.
 PLUGINS = {
     "benchmarks": {
         "winoground": ("benchmarks.winoground:Winoground",
-                       "Winoground 2x2 swaps (Thrush et al. 2022): text, image and group score"),
+                       "Winoground 2x2 swaps (Thrush et al. 2022): text, image and group score; "
+                       "hardness-tag subsets"),
         "aro": ("benchmarks.aro:ARO",
                 "ARO (Yuksekgonul et al. 2023): vg-relation, vg-attribution, coco-order, flickr30k-order"),
         "zeroshot": ("benchmarks.zeroshot:ZeroShot",
@@ -29,5 +30,9 @@ PLUGINS = {
         "svo-probes": ("benchmarks.svo_probes:SVOProbes",
                        "SVO-Probes (Hendricks & Nematzadeh 2021): subject, verb and object negative images, "
                        "as GDBench uses them"),
+        "eqben": ("benchmarks.eqben:EqBen",
+                  "EqBen (Wang et al. 2023) 10% subset: visual-minimal 2x2 swaps, text/image/group per sub-dataset"),
+        "spec": ("benchmarks.spec:Spec",
+                 "SPEC (Peng et al. 2024): size, position, existence and count; image-to-text and text-to-image"),
     },
 }

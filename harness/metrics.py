@@ -3,7 +3,7 @@ Winoground's 2x2), percentile bootstrap intervals and grouped accuracies."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -119,6 +119,29 @@ def grouped_accuracy_rows(
             mask = values == value
             for metric, correct in arrays.items():
                 rows.append(accuracy_row(f"{field}={value}", metric, correct[mask], seed))
+    return rows
+
+
+def tagged_accuracy_rows(
+    outcomes: Mapping[str, Sequence[bool]],
+    tags: Sequence[Collection[str] | None],
+    field: str,
+    seed: int,
+    order: Sequence[str] | None = None,
+) -> list[MetricRow]:
+    """Accuracy of each outcome per tag when an item may carry several tags (or none).
+
+    ``tags`` holds one collection of tags per item; an item counts towards every tag it carries,
+    and an item whose tags are unknown (None) towards none. Rows are named ``field=tag``, in
+    ``order`` (default: sorted), for the tags at least one item carries.
+    """
+    arrays = {metric: np.asarray(v, dtype=bool) for metric, v in outcomes.items()}
+    present = {t for item_tags in tags if item_tags is not None for t in item_tags}
+    rows = []
+    for tag in [t for t in (order or sorted(present)) if t in present]:
+        mask = np.array([item_tags is not None and tag in item_tags for item_tags in tags], dtype=bool)
+        for metric, correct in arrays.items():
+            rows.append(accuracy_row(f"{field}={tag}", metric, correct[mask], seed))
     return rows
 
 

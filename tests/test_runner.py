@@ -80,13 +80,14 @@ def test_interrupted_run_writes_no_rows_and_the_rerun_writes_one_set(tiny_clip, 
     result = run(**kwargs)
     assert result.evaluation.scored_now == 24 - 8
     board = read_leaderboard(results_dir)
-    assert len(board) == len(result.rows) == 18  # 3 metrics x (all + 3 tags + 2 predicate counts)
+    # 3 metrics x (all + 3 tags + 2 predicate counts + the 5 hardness tags that ids 0..23 carry)
+    assert len(board) == len(result.rows) == 33
     assert set(board["run_id"]) == {result.run_id}
     assert not board.duplicated(["subset", "metric"]).any()
 
     again = run(**kwargs)  # a completed run repeated: nothing scored, a second set of rows
     assert again.evaluation.scored_now == 0
-    assert len(read_leaderboard(results_dir)) == 36
+    assert len(read_leaderboard(results_dir)) == 66
 
 
 def test_run_files_record_config_rows_and_item_scores(tiny_clip, wino_parquet_root, tmp_path):
