@@ -18,5 +18,7 @@ PLUGINS = {
                    "generated two-object scenes (no download): winoground, relation, attribute and zeroshot subsets"),
         "sugarcrepe": ("benchmarks.sugarcrepe:SugarCrepe",
                        "SugarCrepe (Hsieh et al. 2023): seven replace/swap/add hard-negative subsets"),
+        "retrieval": ("benchmarks.retrieval:Retrieval",
+                      "image-text retrieval, recall@1/5/10 both ways: coco (Karpathy 5k test), flickr30k (1k test)"),
     },
 }
