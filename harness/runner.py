@@ -249,10 +249,11 @@ def run(
     config = ScorerConfig(model=model, pretrained=pretrained, device=str(resolved_device), seed=seed,
                           options=scorer_options)
     scorer_obj: Scorer = scorer_cls(config)
+    shortlisted = None
     if spec is not None:
         from harness.shortlist import ShortlistScorer
 
-        scorer_obj = ShortlistScorer(scorer_obj, spec.build(str(resolved_device), seed), spec.k)
+        shortlisted = scorer_obj = ShortlistScorer(scorer_obj, spec.build(str(resolved_device), seed), spec.k)
 
     run_id = distributed.broadcast(new_run_id())
     run_dir = results_dir / "runs" / run_id
@@ -292,9 +293,9 @@ def run(
         "device": scorer_obj.device_name, "seed": seed, "scorer_key": evaluation.scorer_key,
     }
     details = benchmark.details()
-    if spec is not None:  # rows name both scorers and k
-        common["scorer"] = scorer_obj.label(scorer)
-        details = {**details, **scorer_obj.row_details()}
+    if shortlisted is not None:  # rows name both scorers and k
+        common["scorer"] = shortlisted.label(scorer)
+        details = {**details, **shortlisted.row_details()}
     rows = [{**common, **asdict(r), "details": {**details, **(r.details or {})}} for r in evaluation.rows]
     item_records = (_item_record(item, m, benchmark) for item, m in zip(evaluation.items, evaluation.scores))
     results.write_run_files(run_dir, rows, item_records)

@@ -125,7 +125,6 @@ class ScoreStore:
                     out[item_id] = np.load(io.BytesIO(blob), allow_pickle=False)
         return out
 
-
     # -- rankings (retrieval): per item, not per gallery pair ----------------------------------------
     def ranked_ids(self, key: str, benchmark: str, version: str, gallery: str) -> set[str]:
         """Ids of the items whose ranking records are stored for this gallery."""

@@ -6,16 +6,20 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import numpy as np
 import pytest
+import torch
 from benchmark_fixtures.retrieval import SHARED_CAPTION, write
 from factories_ranking import TableScorer, eighths_table, full_matrix, hand_recall
 
 from benchmarks.retrieval import Retrieval
 from harness import ranking
+from harness.api import Item, ScorerConfig
 from harness.errors import BadRecordError, HarnessError, MissingDataError
 from harness.ranking import TOP_K, record_dtype
 from harness.runner import evaluate
 from harness.store import ScoreStore
+from models.clip import ClipScorer
 
 
 @pytest.fixture()
@@ -164,3 +168,29 @@ def test_scorers_without_embeddings_are_refused_on_big_galleries(root, tmp_path,
     with pytest.raises(HarnessError, match=r"372 pairs.*--shortlist clip:ViT-B-32:openai:k=10"):
         evaluate(TableScorer(eighths_table(items), embeds=False), Retrieval(root, "coco"),
                  ScoreStore(tmp_path / "s.db"), workers=0, progress=False)
+
+
+def test_the_tiny_clip_ranks_as_its_own_score_matrix_says(root, tmp_path, tiny_clip):
+    """The embedding path against CLIP's ordinary score() on the whole gallery as one item: the
+    same recall under both tie rules (the tiny CLIP's distinct similarities differ by 2e-4 or more;
+    the shared caption ties exactly in both)."""
+    bench = Retrieval(root, "coco")
+    items = bench.items()
+    clip = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", options={"batch_size": 4}))
+    refs, texts = [i.images[0] for i in items], tuple(t for i in items for t in i.texts)
+    transform = clip.image_transform()
+    clip.add_images(refs, torch.stack([transform(bench.load_image(r)) for r in refs]))
+    matrix = np.concatenate([clip.score([Item("all", (r,), texts, (0,))])[0] for r in refs])
+    clip.clear_images()
+    owner = [i for i, item in enumerate(items) for _ in item.texts]
+    image_positives = [{j for j, o in enumerate(owner) if o == i} for i in range(len(items))]
+    for ties in ("strict", "lenient"):
+        result = evaluate(clip, Retrieval(root, "coco", ties=ties), ScoreStore(tmp_path / "s.db"), workers=0,
+                          progress=False)
+        rows = {r.metric: r.value for r in result.rows}
+        for k in (1, 5, 10):
+            assert rows[f"i2t_recall@{k}"] == pytest.approx(hand_recall(matrix, image_positives, k, ties == "strict"))
+            assert rows[f"t2i_recall@{k}"] == pytest.approx(hand_recall(matrix.T, [{o} for o in owner], k,
+                                                                        ties == "strict"))
+        for item, own, row in zip(items, result.scores, matrix):
+            np.testing.assert_allclose(own[0], row[[j for j, o in enumerate(owner) if items[o] is item]], atol=1e-6)
