@@ -248,12 +248,13 @@ def run(
         items = items[:limit]
     config = ScorerConfig(model=model, pretrained=pretrained, device=str(resolved_device), seed=seed,
                           options=scorer_options)
+    cheap = spec.build(str(resolved_device), seed) if spec is not None else None  # usually the faster to load
     scorer_obj: Scorer = scorer_cls(config)
     shortlisted = None
-    if spec is not None:
+    if cheap is not None:
         from harness.shortlist import ShortlistScorer
 
-        shortlisted = scorer_obj = ShortlistScorer(scorer_obj, spec.build(str(resolved_device), seed), spec.k)
+        shortlisted = scorer_obj = ShortlistScorer(scorer_obj, cheap, spec.k)
 
     run_id = distributed.broadcast(new_run_id())
     run_dir = results_dir / "runs" / run_id

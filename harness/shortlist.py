@@ -85,8 +85,11 @@ class ShortlistSpec:
         if model is None:
             raise HarnessError(f"--shortlist: scorer {self.scorer!r} has no default model; name one, "
                                f"e.g. {self.scorer}:MODEL:k={self.k}")
-        return cls(ScorerConfig(model=model, pretrained=self.pretrained, device=device, seed=seed,
-                                options=dict(self.options)))
+        try:
+            return cls(ScorerConfig(model=model, pretrained=self.pretrained, device=device, seed=seed,
+                                    options=dict(self.options)))
+        except HarnessError as err:  # say which of the two scorers could not be built
+            raise type(err)(f"--shortlist, cheap scorer {self.scorer}: {err}") from err
 
 
 def parse_shortlist(spec: str) -> ShortlistSpec:
@@ -207,7 +210,7 @@ class ShortlistScorer(Scorer):
         self.expensive, self.cheap, self.k = expensive, cheap, int(k)
         self.config = expensive.config
         self.options = dict(expensive.options)
-        self.expensive_items = 0  # items the expensive scorer was asked for through score()
+        self.expensive_items = 0  # items (shortlists) the expensive scorer scored, not read from the store
 
     def fingerprint(self) -> dict[str, Any]:
         return {"family": self.family, "k": self.k, "cheap": self.cheap.fingerprint(),
@@ -264,7 +267,8 @@ class ShortlistScorer(Scorer):
         return [combine(m, parts, scores) for m, parts in zip(cheap, plans)]
 
     def report(self) -> dict[str, Any]:
-        return {**self.expensive.report(), "shortlist": {"k": self.k, **self.cheap.report()}}
+        return {**self.expensive.report(),
+                "shortlist": {"k": self.k, "expensive_items": self.expensive_items, **self.cheap.report()}}
 
 
 def shortlist_k(scorer: Scorer) -> int:
