@@ -20,7 +20,8 @@ carry the expensive score; any other candidate c gets ``min(shortlisted) - 1 - (
 c is its cheap score and c_k the lowest cheap score in the shortlist, so the benchmark's own
 strict decision rules apply unchanged and cheap ties stay ties. Consequences: a truth outside the
 shortlist is always wrong, so no top-k' accuracy or recall with k' <= k can exceed the cheap
-scorer's at k; and for k' >= k both are equal (the first k are the same set).
+scorer's at k; and for k' >= k both are equal (the first k are the same set), up to cheap-score
+ties at the shortlist's edge.
 
 An item with at most k candidates is scored whole by the expensive scorer (so Winoground's 2x2
 keeps the diffusion scorer's image-side correction); an item with more has each image's shortlist
