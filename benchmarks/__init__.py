@@ -34,5 +34,7 @@ PLUGINS = {
                   "EqBen (Wang et al. 2023) 10% subset: visual-minimal 2x2 swaps, text/image/group per sub-dataset"),
         "spec": ("benchmarks.spec:Spec",
                  "SPEC (Peng et al. 2024): size, position, existence and count; image-to-text and text-to-image"),
+        "retrieval": ("benchmarks.retrieval:Retrieval",
+                      "image-text retrieval, recall@1/5/10 both ways: coco (Karpathy 5k test), flickr30k (1k test)"),
     },
 }

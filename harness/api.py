@@ -86,7 +86,11 @@ class DataRequirement:
 
 # Which comparisons a metric needs: the whole matrix (Winoground), or only the best text per image
 # (ARO, SugarCrepe, zero-shot). Scorers that are expensive per pair may exploit the latter.
-Comparisons = Literal["matrix", "text_argmax"]
+# "ranking" (retrieval): every image of a gallery against every text of it, in both directions; the
+# engine then ranks (harness.ranking) instead of scoring item by item. A ranking benchmark's items
+# have one image each, and all their texts are that image's captions (its positives); the items
+# that share ``meta["subset"]`` form one gallery.
+Comparisons = Literal["matrix", "text_argmax", "ranking"]
 
 
 class Benchmark(ABC):
@@ -166,6 +170,15 @@ class Benchmark(ABC):
         raise HarnessError(f"{cls.name} cannot be downloaded by the harness; get it by hand:\n  - "
                            + "\n  - ".join(hints or ["see `harness data`"]))
 
+    def ranking_metrics(self, items: Sequence[Item], rankings: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
+        """Metric rows of a ``comparisons = "ranking"`` benchmark, which the engine calls instead of
+        ``metrics``. ``rankings[i]`` is item i's record (``harness.ranking.RECORD_FIELDS``), one
+        entry per query: entry 0 ranks the gallery's texts for the item's image, entry 1 + j the
+        gallery's images for its text j. ``above`` / ``tied`` count the negatives that score
+        above / exactly level with the query's best positive, so a positive is within the first k
+        iff ``above + tied < k`` (ties against it) or ``above < k`` (ties for it)."""
+        raise NotImplementedError(f"benchmark {self.name} does not rank (comparisons={self.comparisons!r})")
+
 
 @dataclass
 class ScorerConfig:
@@ -194,6 +207,9 @@ class Scorer(ABC):
     family: ClassVar[str]
     OPTIONS: ClassVar[tuple[Option, ...]] = ()
     default_model: ClassVar[str | None] = None
+    # A dual encoder: scores are dot products of L2-normalised embeddings that ``embed_images`` and
+    # ``embed_texts`` return, so a ranking benchmark is one matrix product (harness.ranking).
+    embeds: ClassVar[bool] = False
 
     def __init__(self, config: ScorerConfig) -> None:
         self.config = config
@@ -243,6 +259,15 @@ class Scorer(ABC):
 
     def clear_images(self) -> None:
         """Forget encoded images (the runner calls this between benchmarks: refs are per benchmark)."""
+
+    def embed_images(self, refs: Sequence[str]) -> np.ndarray:
+        """(len(refs), d) float32 L2-normalised embeddings of images already added (``embeds`` only)."""
+        raise NotImplementedError(f"scorer {self.family} has no embeddings (embeds = False)")
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), d) float32 L2-normalised text embeddings (``embeds`` only); the score of an
+        image and a text is the dot product of their embeddings, equal to ``score``'s up to rounding."""
+        raise NotImplementedError(f"scorer {self.family} has no embeddings (embeds = False)")
 
     def prepare(self, comparisons: Comparisons) -> None:
         """Told before scoring which comparisons the benchmark's metric makes; a scorer that is

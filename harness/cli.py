@@ -103,6 +103,10 @@ def run(
         help="Benchmark option key=value, repeatable (e.g. --bench-opt coco_json=/data/karpathy.json); "
              "`harness ls BENCHMARK` lists them.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    shortlist: Annotated[Optional[str], typer.Option(
+        help="Re-rank only a cheap scorer's k best candidates per image (and per text in retrieval): "
+             "SCORER[:MODEL[:PRETRAINED]]:k=N[:option=value...], e.g. clip:ViT-B-32:openai:k=10, "
+             "clip:local-dir:/path:k=10, clip:toy:clip:k=5.")] = None,
 ) -> None:
     """Score a benchmark with a scorer; append result rows to <results-dir>/leaderboard.csv.
 
@@ -121,7 +125,7 @@ def run(
             scorer=scorer, bench=bench, model=model, pretrained=pretrained, data_root=data_root,
             results_dir=results_dir, limit=limit, device=device, seed=seed, workers=workers,
             chunk_items=chunk_items, options=options, bench_options=parse_pairs(bench_opt or [], "--bench-opt"),
-            progress=progress,
+            progress=progress, shortlist=shortlist,
         )
     if not outcome.rows:  # a rank other than 0 of a distributed run: rank 0 reports
         return

@@ -170,3 +170,20 @@ def macro_accuracy_row(
     low, high = np.quantile(dist, [alpha, 1 - alpha])
     return MetricRow(subset=subset, metric=metric, value=value, n=int(sum(len(g) for g in groups)),
                      ci_low=float(low), ci_high=float(high))
+
+
+TIE_RULES = ("strict", "lenient")
+
+
+def recall_hits(above: np.ndarray, tied: np.ndarray, k: int, ties: str = "strict") -> np.ndarray:
+    """Per query of a ranking, whether a positive is among the first ``k`` candidates, from how
+    many negatives score above its best positive (``above``) and exactly level with it (``tied``).
+
+    ``strict`` puts the tied negatives ahead of the positive (a tie is wrong, as everywhere in this
+    harness); ``lenient`` puts them behind it. An argmax or ``torch.topk`` order lies in between:
+    it depends on where the tied candidates happen to sit.
+    """
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
+    ahead = np.asarray(above) + (np.asarray(tied) if ties == "strict" else 0)
+    return ahead < k

@@ -39,6 +39,7 @@ class Evaluation:
     rows: list[MetricRow]
     scorer_key: str
     scored_now: int  # items this call scored; the rest came from the store (resume)
+    rankings: list[np.ndarray] | None = None  # ranking benchmarks: each item's record (harness.ranking)
 
 
 def evaluate(
@@ -58,6 +59,10 @@ def evaluate(
     benchmark. (How many images or texts go through the model at once is the scorer's own
     ``batch_size`` option.)
     """
+    special = _special_path(scorer, benchmark)
+    if special is not None:  # a ranking benchmark or a shortlist: their own modules, same contract
+        return special(scorer, benchmark, store, items=items, seed=seed, workers=workers, chunk_items=chunk_items,
+                       progress=progress)
     items = list(benchmark.items() if items is None else items)
     _check_unique_ids(items, benchmark)
     key = store.register_scorer(scorer.fingerprint())
@@ -111,6 +116,18 @@ def evaluate(
     scores = [stored[i.id] for i in items]
     rows = benchmark.metrics(items, scores, seed)
     return Evaluation(items=items, scores=scores, rows=rows, scorer_key=key, scored_now=len(all_pending))
+
+
+def _special_path(scorer: Scorer, benchmark: Benchmark) -> Any:
+    """The evaluate() of a ranking benchmark (harness.ranking) or of a shortlist scorer
+    (harness.shortlist), or None for the plain item-by-item path above."""
+    if benchmark.comparisons == "ranking":
+        from harness.ranking import evaluate_ranking
+
+        return evaluate_ranking
+    from harness.shortlist import ShortlistScorer, evaluate_shortlisted
+
+    return evaluate_shortlisted if isinstance(scorer, ShortlistScorer) else None
 
 
 def _check_unique_ids(items: Sequence[Item], benchmark: Benchmark) -> None:
@@ -184,6 +201,15 @@ def _item_record(item: Item, scores: np.ndarray, benchmark: Benchmark) -> dict[s
     return {**record, **benchmark.outcome(item, scores)}
 
 
+def _shortlist_spec(shortlist: str | None) -> Any:
+    """The parsed ``--shortlist`` (checked before anything loads), or None."""
+    if not shortlist:
+        return None
+    from harness.shortlist import parse_shortlist
+
+    return parse_shortlist(shortlist)
+
+
 def new_run_id() -> str:
     return dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
@@ -203,13 +229,15 @@ def run(
     options: dict[str, Any] | None = None,
     bench_options: dict[str, Any] | None = None,
     progress: bool = True,
+    shortlist: str | None = None,
 ) -> RunResult:
     """Evaluate a registered scorer on a registered benchmark and record the results.
 
     Names and options are checked first, then the benchmark's data, and only then is the model
     loaded, so a typo or a missing dataset fails fast. Without ``model`` the scorer's own default
     (its ``default_model``) is used. Result rows reach ``leaderboard.csv`` only after every metric
-    was computed.
+    was computed. ``shortlist`` (``clip:ViT-B-32:openai:k=10``, see harness.shortlist) has the scorer
+    re-rank only a cheap scorer's k best candidates.
     """
     data_root = Path(data_root) if data_root is not None else default_data_root()
     results_dir = Path(results_dir)
@@ -218,6 +246,7 @@ def run(
     benchmark_cls = BENCHMARKS.get(bench_name)
     scorer_options = scorer_cls.resolve_options(options)
     benchmark_cls.resolve_options(bench_options)
+    spec = _shortlist_spec(shortlist)
     if limit is not None and limit < 1:
         raise HarnessError(f"--limit must be at least 1, got {limit}")
     if workers is not None and workers < 0:
@@ -244,8 +273,14 @@ def run(
             items = items[:limit]
         config = ScorerConfig(model=model, pretrained=pretrained, device=str(resolved_device), seed=seed,
                               options=scorer_options)
+        cheap = spec.build(str(resolved_device), seed) if spec is not None else None  # usually the faster to load
         scorer_obj: Scorer = scorer_cls(config)
     interrupts.check()
+    shortlisted = None
+    if cheap is not None:
+        from harness.shortlist import ShortlistScorer
+
+        shortlisted = scorer_obj = ShortlistScorer(scorer_obj, cheap, spec.k)
 
     run_id = distributed.broadcast(new_run_id())
     run_dir = results_dir / "runs" / run_id
@@ -260,6 +295,8 @@ def run(
         "git_commit": results.git_commit(), "device": scorer_obj.device_name,
         **results.process_stamp(),  # lets a later run tell that a killed run is not running any more
     }
+    if spec is not None:
+        resolved["shortlist"] = shortlist
     if rank == 0:  # one set of run files however many processes score
         results.write_json(run_dir / "config.json", resolved)
 
@@ -285,6 +322,9 @@ def run(
         "device": scorer_obj.device_name, "seed": seed, "scorer_key": evaluation.scorer_key,
     }
     details = benchmark.details()
+    if shortlisted is not None:  # rows name both scorers and k
+        common["scorer"] = shortlisted.label(scorer)
+        details = {**details, **shortlisted.row_details()}
     rows = [{**common, **asdict(r), "details": {**details, **(r.details or {})}} for r in evaluation.rows]
     item_records = (_item_record(item, m, benchmark) for item, m in zip(evaluation.items, evaluation.scores))
     results.write_run_files(run_dir, rows, item_records)

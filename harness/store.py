@@ -35,6 +35,17 @@ CREATE TABLE IF NOT EXISTS scores (
     created REAL NOT NULL,
     PRIMARY KEY (scorer_key, benchmark, version, item_id)
 );
+CREATE TABLE IF NOT EXISTS rankings (
+    scorer_key TEXT NOT NULL,
+    benchmark TEXT NOT NULL,
+    version TEXT NOT NULL,
+    gallery TEXT NOT NULL,     -- what the ranks are relative to: the gallery's hash and the top-K kept
+    item_id TEXT NOT NULL,
+    scores BLOB NOT NULL,      -- the item's own images x texts matrix (.npy)
+    record BLOB NOT NULL,      -- its queries' top-K candidates and best-positive rank counts (.npy)
+    created REAL NOT NULL,
+    PRIMARY KEY (scorer_key, benchmark, version, gallery, item_id)
+);
 """
 
 
@@ -112,6 +123,37 @@ class ScoreStore:
             for item_id, blob in rows:
                 if item_id in wanted:
                     out[item_id] = np.load(io.BytesIO(blob), allow_pickle=False)
+        return out
+
+    # -- rankings (retrieval): per item, not per gallery pair ----------------------------------------
+    def ranked_ids(self, key: str, benchmark: str, version: str, gallery: str) -> set[str]:
+        """Ids of the items whose ranking records are stored for this gallery."""
+        with self._connect() as db:
+            rows = db.execute("SELECT item_id FROM rankings WHERE scorer_key=? AND benchmark=? AND version=? "
+                              "AND gallery=?", (key, benchmark, version, gallery))
+            return {item_id for (item_id,) in rows}
+
+    def put_rankings(self, key: str, benchmark: str, version: str, gallery: str,
+                     records: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> None:
+        """Store (item id, own score matrix, ranking record) triples in one transaction."""
+        now = time.time()
+        rows = [(key, benchmark, version, gallery, item_id, _to_npy(scores), _to_npy(record), now)
+                for item_id, scores, record in records]
+        with self._connect() as db:
+            db.executemany("INSERT OR REPLACE INTO rankings VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def get_rankings(self, key: str, benchmark: str, version: str, gallery: str,
+                     item_ids: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """item id -> (own score matrix, ranking record) for the stored ones among ``item_ids``."""
+        wanted = set(item_ids)
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        with self._connect() as db:
+            rows = db.execute("SELECT item_id, scores, record FROM rankings WHERE scorer_key=? AND benchmark=? "
+                              "AND version=? AND gallery=?", (key, benchmark, version, gallery))
+            for item_id, scores, record in rows:
+                if item_id in wanted:
+                    out[item_id] = (np.load(io.BytesIO(scores), allow_pickle=False),
+                                    np.load(io.BytesIO(record), allow_pickle=False))
         return out
 
 

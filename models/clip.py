@@ -89,6 +89,7 @@ class ClipScorer(Scorer):
 
     family = "clip"
     default_model = "toy:clip"
+    embeds = True  # retrieval ranks by one matrix product of the cached embeddings (embed_images/texts)
     OPTIONS = (
         Option("batch_size", Int(1), 64, "images or texts per forward pass"),
         Option("quick_gelu", Bool(), None, "build the model with QuickGELU (true) or GELU (false); default: what "
@@ -237,6 +238,16 @@ class ClipScorer(Scorer):
             distinct, column = self._text_matrix(item.texts)
             out.append((images @ distinct.T)[:, column].numpy())
         return out
+
+    # -- embeddings (the dual-encoder capability of the Scorer contract) ---------------------------
+    def embed_images(self, refs: Sequence[str]) -> np.ndarray:
+        """The cached normalised embeddings of images already added, in the order of ``refs``."""
+        return torch.stack([self._image_cache[r] for r in refs]).numpy()
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Normalised text embeddings, encoded once and cached like ``score``'s."""
+        self.encode_texts(texts)
+        return torch.stack([self._text_cache[t] for t in texts]).numpy()
 
 
 def _trimmable(model: torch.nn.Module) -> bool:
