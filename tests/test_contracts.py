@@ -24,15 +24,15 @@ def scorers(tmp_path_factory):
 
 @pytest.mark.parametrize("name", BENCHMARKS.names())
 def test_benchmark_contract(name, tmp_path):
-    write_benchmark_data(name, tmp_path)
+    options = write_benchmark_data(name, tmp_path)
     cls = BENCHMARKS.get(name)
     assert issubclass(cls, Benchmark) and cls.name == name and cls.version
-    whole = cls(tmp_path)
+    whole = cls(tmp_path, **options)
     whole.items()
     present = [s for s in cls.subsets if s not in whole.skipped]
     assert set(whole.skipped) <= set(cls.subsets)
     for subset in (None, *present):
-        bench = cls(tmp_path, subset)
+        bench = cls(tmp_path, subset, **options)
         items = bench.items()
         assert items and len({i.id for i in items}) == len(items)
         for item in items[:3]:
@@ -50,8 +50,8 @@ def test_benchmark_contract(name, tmp_path):
 def test_scorer_on_benchmark(scorer_name, bench_name, scorers, tmp_path):
     scorer: Scorer = scorers[scorer_name]
     assert isinstance(scorer, Scorer) and scorer.family
-    write_benchmark_data(bench_name, tmp_path)
-    bench = BENCHMARKS.get(bench_name)(tmp_path)
+    options = write_benchmark_data(bench_name, tmp_path)
+    bench = BENCHMARKS.get(bench_name)(tmp_path, **options)
     fingerprint = scorer.fingerprint()
     assert json.loads(json.dumps(fingerprint)) == fingerprint and fingerprint == scorer.fingerprint()
     assert "model" in scorer.describe()
