@@ -84,10 +84,14 @@ def expected_quick_gelu(arch: str, pretrained: str | None) -> tuple[bool | None,
 
 
 class ClipScorer(Scorer):
-    """Cosine similarity of normalised open_clip embeddings. Options: ``harness ls clip``."""
+    """Cosine similarity of normalised open_clip embeddings. Options: ``harness ls clip``.
+
+    Text-query items (SugarCrepe++'s text-only task) get the cosine similarity of the normalised
+    text embeddings, from the same text cache."""
 
     family = "clip"
     default_model = "toy:clip"
+    compares_texts = True
     OPTIONS = (
         Option("batch_size", Int(1), 64, "images or texts per forward pass"),
         Option("quick_gelu", Bool(), None, "build the model with QuickGELU (true) or GELU (false); default: what "
@@ -204,11 +208,15 @@ class ClipScorer(Scorer):
             seen.add(id(item.texts))
             for t in item.texts:
                 strings.extend([t] if isinstance(t, str) else t.texts)
+        strings.extend(q for item in items for q in item.query_texts)
         self.encode_texts(strings)
         out = []
         for item in items:
-            images = torch.stack([self._image_cache[r] for r in item.images])
-            out.append((images @ self._text_matrix(item.texts).T).numpy())
+            if item.query_texts:  # text-to-text: the rows are the query texts' embeddings
+                rows = torch.stack([self._text_cache[q] for q in item.query_texts])
+            else:
+                rows = torch.stack([self._image_cache[r] for r in item.images])
+            out.append((rows @ self._text_matrix(item.texts).T).numpy())
         return out
 
 
