@@ -18,5 +18,7 @@ PLUGINS = {
                    "generated two-object scenes (no download): winoground, relation, attribute and zeroshot subsets"),
         "sugarcrepe": ("benchmarks.sugarcrepe:SugarCrepe",
                        "SugarCrepe (Hsieh et al. 2023): seven replace/swap/add hard-negative subsets"),
+        "sugarcrepe-pp": ("benchmarks.sugarcrepe_pp:SugarCrepePP",
+                          "SugarCrepe++ (Dumpala et al. 2024): two positives and a negative; ITT and text-only TOT"),
     },
 }
