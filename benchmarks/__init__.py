@@ -20,5 +20,7 @@ PLUGINS = {
                        "SugarCrepe (Hsieh et al. 2023): seven replace/swap/add hard-negative subsets"),
         "sugarcrepe-pp": ("benchmarks.sugarcrepe_pp:SugarCrepePP",
                           "SugarCrepe++ (Dumpala et al. 2024): two positives and a negative; ITT and text-only TOT"),
+        "valse": ("benchmarks.valse:VALSE",
+                  "VALSE (Parcalabescu et al. 2022): caption vs foil in 11 instruments of 6 pieces; acc_r"),
     },
 }

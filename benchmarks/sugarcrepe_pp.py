@@ -53,8 +53,8 @@ IMAGE_METRICS = ("itt", "p1_vs_neg", "p2_vs_neg")
 HOW_TO_GET = (
     "Where there is network: `huggingface-cli download Aman-J/SugarCrepe_pp --repo-type dataset "
     "--local-dir <data-root>/sugarcrepe_pp` (or copy data/*.json of github.com/Sri-Harsha/scpp into "
-    "<data-root>/sugarcrepe_pp/data/); CC BY 4.0, about 2 MB. Images: COCO 2017 validation "
-    "(val2017.zip, 1 GB, from cocodataset.org) unpacked into <data-root>/coco/val2017/."
+    "<data-root>/sugarcrepe_pp/data/); 1.3 MB, CC BY 4.0 (dataset card). Images: COCO 2017 validation "
+    "(val2017.zip from cocodataset.org) unpacked into <data-root>/coco/val2017/."
 )
 
 
