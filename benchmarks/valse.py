@@ -225,10 +225,14 @@ class VALSE(Benchmark):
         out, needed = [], {source: set() for source in SOURCES}
         for instrument in INSTRUMENTS:
             path = bench.annotations / f"{instrument}.json"
-            out.append(DataRequirement(f"VALSE {instrument} samples", str(path), path.is_file(), HOW_TO_GET_ANNOTATIONS))
+            what, readable = f"VALSE {instrument} samples", path.is_file()
             if path.is_file():
-                for item in bench._read(instrument, path):
-                    needed[item.images[0].partition("/")[0]].add(item.images[0])
+                try:
+                    for item in bench._read(instrument, path):
+                        needed[item.images[0].partition("/")[0]].add(item.images[0])
+                except BadRecordError as err:  # say so here; `harness run` names the record too
+                    what, readable = f"{what} (unreadable: {err})", False
+            out.append(DataRequirement(what, str(path), readable, HOW_TO_GET_ANNOTATIONS))
         for source, (what, how) in SOURCES.items():
             folder = bench.folders[source]
             if needed[source]:  # say how many of the images the present samples need are there

@@ -73,7 +73,7 @@ def _value(row: pd.Series) -> str:
     """A row's value for the table; a metric the run could not compute says why (its bar is absent)."""
     why = results.not_computed_reason(row.get("details", ""))
     if why:
-        return f"not computed ({why})"
+        return f"not computed: {why}"
     return f"{row['value']:.2f}" if row["value"] == row["value"] else ""
 
 

@@ -178,4 +178,4 @@ def test_a_scorer_without_text_scores_runs_and_every_output_says_what_was_not_co
     table = format_table(pivot(board))
     assert "sugarcrepe-pp/swap-obj/tot" in table and "nan" not in table
     report = make_report(results_dir).read_text()
-    assert "not computed (the scorer has no text-to-text score" in report
+    assert "not computed: the scorer has no text-to-text score" in report

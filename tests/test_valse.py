@@ -70,6 +70,8 @@ def test_missing_files_and_bad_samples_are_named(root, tmp_path):
     path.write_text(json.dumps(broken))
     with pytest.raises(BadRecordError, match=f"sample '{key}' of .*relations.json lacks field 'mturk'"):
         VALSE(root, "relations").items()
+    relations = next(r for r in VALSE.describe_data(root) if r.path == str(path))
+    assert not relations.found and "lacks field 'mturk'" in relations.what  # `harness data` still lists the rest
     path.write_text(json.dumps({**samples, key: {**samples[key], "dataset": "ImageNet"}}))
     with pytest.raises(BadRecordError, match="of dataset 'ImageNet' is from no source"):
         VALSE(root, "relations").items()
