@@ -57,16 +57,16 @@ class Item:
     query_texts: tuple[str, ...] = ()
 
     @property
-    def rows(self) -> int:
+    def matrix_rows(self) -> int:
         """Rows of the item's score matrix: its query texts, else its images."""
         return len(self.query_texts) if self.query_texts else len(self.images)
 
     def __post_init__(self) -> None:
         if self.query_texts and self.images:
             raise ValueError(f"item {self.id}: a text-query item has no images, got {len(self.images)}")
-        if len(self.truth) != self.rows:
+        if len(self.truth) != self.matrix_rows:
             what = "query texts" if self.query_texts else "images"
-            raise ValueError(f"item {self.id}: truth has {len(self.truth)} entries for {self.rows} {what}")
+            raise ValueError(f"item {self.id}: truth has {len(self.truth)} entries for {self.matrix_rows} {what}")
         for t in self.truth:
             if not 0 <= t < len(self.texts):
                 raise ValueError(f"item {self.id}: truth index {t} outside 0..{len(self.texts) - 1}")

@@ -133,7 +133,7 @@ def _check_scores(chunk: Sequence[Item], matrices: Sequence[np.ndarray], scorer:
     if len(matrices) != len(chunk):
         raise HarnessError(f"scorer {scorer.family} returned {len(matrices)} matrices for {len(chunk)} items")
     for item, m in zip(chunk, matrices):
-        shape = (item.rows, len(item.texts))
+        shape = (item.matrix_rows, len(item.texts))
         if np.shape(m) != shape:
             rows = "query texts" if item.query_texts else "images"
             raise HarnessError(f"scorer {scorer.family} returned shape {np.shape(m)} for item {item.id!r}, "

@@ -179,3 +179,11 @@ def test_a_scorer_without_text_scores_runs_and_every_output_says_what_was_not_co
     assert "sugarcrepe-pp/swap-obj/tot" in table and "nan" not in table
     report = make_report(results_dir).read_text()
     assert "not computed: the scorer has no text-to-text score" in report
+
+
+def test_a_text_query_item_has_no_images_and_one_truth_per_query():
+    with pytest.raises(ValueError, match="a text-query item has no images"):
+        Item(id="x", images=("a.jpg",), query_texts=("p1",), texts=("p1", "n"), truth=(0,))
+    with pytest.raises(ValueError, match="truth has 1 entries for 2 query texts"):
+        Item(id="x", images=(), query_texts=("p1", "p2"), texts=("p1", "p2", "n"), truth=(1,))
+    assert Item(id="x", images=(), query_texts=("p1", "p2"), texts=("p1", "p2", "n"), truth=(1, 0)).matrix_rows == 2
