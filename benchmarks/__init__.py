@@ -36,5 +36,9 @@ PLUGINS = {
                  "SPEC (Peng et al. 2024): size, position, existence and count; image-to-text and text-to-image"),
         "retrieval": ("benchmarks.retrieval:Retrieval",
                       "image-text retrieval, recall@1/5/10 both ways: coco (Karpathy 5k test), flickr30k (1k test)"),
+        "sugarcrepe-pp": ("benchmarks.sugarcrepe_pp:SugarCrepePP",
+                          "SugarCrepe++ (Dumpala et al. 2024): two positives and a negative; ITT and text-only TOT"),
+        "valse": ("benchmarks.valse:VALSE",
+                  "VALSE (Parcalabescu et al. 2022): caption vs foil in 11 instruments of 6 pieces; acc_r"),
     },
 }

@@ -44,6 +44,11 @@ class Item:
     benchmark, that ``Benchmark.load_image`` decodes; scorers use them as cache keys. Items that
     share the same candidates (zero-shot classes) should share one ``texts`` tuple object, which
     lets scorers and the store cache per tuple.
+
+    A *text-query* item compares texts with texts (SugarCrepe++'s text-only task): it has
+    ``query_texts`` in place of images (``images=()``), ``truth[q]`` is the index of the text that
+    belongs to query text ``q``, and its score matrix is len(query_texts) x len(texts), the
+    scorer's text-to-text similarity. Only scorers with ``Scorer.compares_texts`` score it.
     """
 
     id: str
@@ -51,10 +56,19 @@ class Item:
     texts: tuple[Text, ...]
     truth: tuple[int, ...]
     meta: Mapping[str, Any] = field(default_factory=dict)
+    query_texts: tuple[str, ...] = ()
+
+    @property
+    def matrix_rows(self) -> int:
+        """Rows of the item's score matrix: its query texts, else its images."""
+        return len(self.query_texts) if self.query_texts else len(self.images)
 
     def __post_init__(self) -> None:
-        if len(self.truth) != len(self.images):
-            raise ValueError(f"item {self.id}: truth has {len(self.truth)} entries for {len(self.images)} images")
+        if self.query_texts and self.images:
+            raise ValueError(f"item {self.id}: a text-query item has no images, got {len(self.images)}")
+        if len(self.truth) != self.matrix_rows:
+            what = "query texts" if self.query_texts else "images"
+            raise ValueError(f"item {self.id}: truth has {len(self.truth)} entries for {self.matrix_rows} {what}")
         for t in self.truth:
             if t != NO_TEXT and not 0 <= t < len(self.texts):
                 raise ValueError(f"item {self.id}: truth index {t} outside 0..{len(self.texts) - 1} "
@@ -143,8 +157,13 @@ class Benchmark(ABC):
         """Decode one image. Runs in data-loader worker processes, so keep state picklable."""
 
     @abstractmethod
-    def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
-        """Metric rows from each item's I x C score matrix (``seed`` drives the bootstrap)."""
+    def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray | None], seed: int) -> list[MetricRow]:
+        """Metric rows from each item's I x C score matrix (``seed`` drives the bootstrap).
+
+        A text-query item's matrix is ``None`` when the scorer cannot compare texts with texts
+        (``Scorer.compares_texts`` False): the runner never gave it to the scorer. A metric that
+        needs such items is then written as a row that says so (``harness.metrics.not_computed_row``:
+        value NaN, n 0, ``details["not_computed"]`` the reason) instead of failing the run."""
 
     def outcome(self, item: Item, scores: np.ndarray) -> dict[str, Any]:
         """Per-item results saved beside the scores for people who dig (e.g. {"text": True})."""
@@ -210,6 +229,11 @@ class Scorer(ABC):
     # A dual encoder: scores are dot products of L2-normalised embeddings that ``embed_images`` and
     # ``embed_texts`` return, so a ranking benchmark is one matrix product (harness.ranking).
     embeds: ClassVar[bool] = False
+    # Whether ``score`` accepts text-query items (``Item.query_texts``) and returns their
+    # text-to-text similarities. A scorer without a text-only score (the diffusion score needs an
+    # image) leaves it False: the runner then keeps such items from it and the benchmark reports
+    # the metrics that need them as not computed.
+    compares_texts: ClassVar[bool] = False
 
     def __init__(self, config: ScorerConfig) -> None:
         self.config = config
@@ -255,7 +279,8 @@ class Scorer(ABC):
 
     @abstractmethod
     def score(self, items: Sequence[Item]) -> list[np.ndarray]:
-        """One float array of shape (len(item.images), len(item.texts)) per item."""
+        """One float array of shape (len(item.images), len(item.texts)) per item; for a
+        text-query item (only given when ``compares_texts``), (len(item.query_texts), len(item.texts))."""
 
     def clear_images(self) -> None:
         """Forget encoded images (the runner calls this between benchmarks: refs are per benchmark)."""

@@ -132,9 +132,12 @@ def run(
     typer.echo(results.format_metric_rows(outcome.rows))
     for subset, why in outcome.skipped.items():
         typer.echo(f"skipped {subset}: {why}")
-    scored = outcome.evaluation.scored_now
+    scored, skipped = outcome.evaluation.scored_now, sum(outcome.evaluation.not_computed.values())
     typer.echo(f"\n{len(outcome.evaluation.items)} items ({scored} scored now, "
-               f"{len(outcome.evaluation.items) - scored} from the score store)")
+               f"{len(outcome.evaluation.items) - scored - skipped} from the score store"
+               + (f", {skipped} not computable" if skipped else "") + ")")
+    for why, count in outcome.evaluation.not_computed.items():
+        typer.echo(f"{count} items not computable: {why}")
     typer.echo(f"rows appended to   {outcome.leaderboard}")
     typer.echo(f"run folder         {outcome.run_dir} (config.json, metrics.csv, item_scores.jsonl)")
     for key, value in outcome.report.items():

@@ -101,6 +101,12 @@ def accuracy_row(subset: str, metric: str, correct: np.ndarray, seed: int) -> Me
     return MetricRow(subset=subset, metric=metric, value=value, n=n, ci_low=low, ci_high=high)
 
 
+def not_computed_row(subset: str, metric: str, why: str) -> MetricRow:
+    """A metric this run could not compute (e.g. a text-to-text metric with a scorer that has no
+    text-only score): value NaN, n 0, no interval, and ``details["not_computed"]`` saying why."""
+    return MetricRow(subset=subset, metric=metric, value=float("nan"), n=0, details={"not_computed": why})
+
+
 def grouped_accuracy_rows(
     outcomes: Mapping[str, Sequence[bool]],
     groups: Mapping[str, Sequence[object]],

@@ -69,6 +69,14 @@ def _bars(df: pd.DataFrame, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def _value(row: pd.Series) -> str:
+    """A row's value for the table; a metric the run could not compute says why (its bar is absent)."""
+    why = results.not_computed_reason(row.get("details", ""))
+    if why:
+        return f"not computed: {why}"
+    return f"{row['value']:.2f}" if row["value"] == row["value"] else ""
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
@@ -96,7 +104,7 @@ def make_report(results_dir: Path, out_dir: Path | None = None) -> Path:
                 figure = f"{_slug(benchmark)}.png"
                 _bars(main, benchmark, out_dir / figure)
                 lines += [f"![{benchmark}]({figure})", ""]
-                table = [[_label(r), r["subset"], r["metric"], f"{r['value']:.2f}",
+                table = [[_label(r), r["subset"], r["metric"], _value(r),
                           f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if r["ci_low"] == r["ci_low"] else "", r["n"]]
                          for _, r in main.iterrows()]
                 lines += [tabulate(table, headers=["scorer: model", "subset", "metric", "value", "95% CI", "n"],

@@ -35,11 +35,12 @@ class Evaluation:
     """What evaluate() returns: the items, their score matrices (from the store) and the metrics."""
 
     items: list[Item]
-    scores: list[np.ndarray]
+    scores: list[np.ndarray | None]  # None: a text-query item the scorer cannot score
     rows: list[MetricRow]
     scorer_key: str
-    scored_now: int  # items this call scored; the rest came from the store (resume)
+    scored_now: int  # items this call scored; the rest came from the store (resume) or were not computed
     rankings: list[np.ndarray] | None = None  # ranking benchmarks: each item's record (harness.ranking)
+    not_computed: dict[str, int] = field(default_factory=dict)  # why -> how many items were not scored
 
 
 def evaluate(
@@ -58,6 +59,10 @@ def evaluate(
     interrupted evaluation resumes from there when called again with the same scorer and
     benchmark. (How many images or texts go through the model at once is the scorer's own
     ``batch_size`` option.)
+
+    Text-query items (``Item.query_texts``) go to the scorer only when it ``compares_texts``;
+    otherwise they are neither scored nor stored, the benchmark's ``metrics`` receives None in
+    their place, and ``Evaluation.not_computed`` counts them with the reason.
     """
     special = _special_path(scorer, benchmark)
     if special is not None:  # a ranking benchmark or a shortlist: their own modules, same contract
@@ -66,8 +71,13 @@ def evaluate(
     items = list(benchmark.items() if items is None else items)
     _check_unique_ids(items, benchmark)
     key = store.register_scorer(scorer.fingerprint())
-    done = store.stored_ids(key, benchmark.name, benchmark.version, items)
-    all_pending = [item for item in items if item.id not in done]
+    kept_back = {item.id for item in items if item.query_texts and not scorer.compares_texts}
+    computable = [item for item in items if item.id not in kept_back]
+    not_computed: dict[str, int] = {}
+    if kept_back:
+        not_computed[f"scorer {scorer.family} has no text-to-text score (compares_texts is False)"] = len(kept_back)
+    done = store.stored_ids(key, benchmark.name, benchmark.version, computable)
+    all_pending = [item for item in computable if item.id not in done]
     # under a distributed launch each rank scores every size-th pending item
     rank, size = distributed.world()
     pending = all_pending[rank::size]
@@ -89,7 +99,8 @@ def evaluate(
     )
 
     where = f" (rank 0 of {size}, its share)" if size > 1 else ""
-    bar = tqdm(total=len(items) if size == 1 else len(pending), initial=len(items) - len(pending) if size == 1 else 0,
+    bar = tqdm(total=len(computable) if size == 1 else len(pending),
+               initial=len(computable) - len(pending) if size == 1 else 0,
                unit="item", desc=f"{scorer.family} on {benchmark.key}{where}", disable=not progress or rank != 0,
                dynamic_ncols=True)
     try:
@@ -112,10 +123,11 @@ def evaluate(
         scorer.clear_images()
 
     distributed.barrier()  # every rank's scores are in the store before anyone reads them
-    stored = store.get(key, benchmark.name, benchmark.version, (i.id for i in items))
-    scores = [stored[i.id] for i in items]
+    stored = store.get(key, benchmark.name, benchmark.version, (i.id for i in computable))
+    scores = [None if i.id in kept_back else stored[i.id] for i in items]
     rows = benchmark.metrics(items, scores, seed)
-    return Evaluation(items=items, scores=scores, rows=rows, scorer_key=key, scored_now=len(all_pending))
+    return Evaluation(items=items, scores=scores, rows=rows, scorer_key=key, scored_now=len(all_pending),
+                      not_computed=not_computed)
 
 
 def _special_path(scorer: Scorer, benchmark: Benchmark) -> Any:
@@ -142,10 +154,11 @@ def _check_scores(chunk: Sequence[Item], matrices: Sequence[np.ndarray], scorer:
     if len(matrices) != len(chunk):
         raise HarnessError(f"scorer {scorer.family} returned {len(matrices)} matrices for {len(chunk)} items")
     for item, m in zip(chunk, matrices):
-        shape = (len(item.images), len(item.texts))
+        shape = (item.matrix_rows, len(item.texts))
         if np.shape(m) != shape:
+            rows = "query texts" if item.query_texts else "images"
             raise HarnessError(f"scorer {scorer.family} returned shape {np.shape(m)} for item {item.id!r}, "
-                               f"expected {shape} (images x texts)")
+                               f"expected {shape} ({rows} x texts)")
         if not np.all(np.isfinite(m)):
             small = np.size(m) <= 8  # a zero-shot item has a thousand candidates: do not print them
             what = f"{np.asarray(m).tolist()} for texts {list(item.texts)}" if small else \
@@ -188,11 +201,17 @@ class RunResult:
 MAX_CANDIDATES_IN_RECORD = 16
 
 
-def _item_record(item: Item, scores: np.ndarray, benchmark: Benchmark) -> dict[str, Any]:
+def _item_record(item: Item, scores: np.ndarray | None, benchmark: Benchmark) -> dict[str, Any]:
     """One line of item_scores.jsonl. Items with many candidates (a zero-shot item has a thousand
-    classes of 80 prompts) keep their five best candidates per image (best5); the store has all."""
+    classes of 80 prompts) keep their five best candidates per image (best5); the store has all.
+    A text-query item carries its query texts (the matrix rows); one the scorer could not score
+    has ``"scores": null``."""
     labels = [t if isinstance(t, str) else t.label for t in item.texts]
     record: dict[str, Any] = {"item_id": item.id, "truth": list(item.truth)}
+    if item.query_texts:
+        record["query_texts"] = list(item.query_texts)
+    if scores is None:
+        return {**record, "texts": labels, "scores": None}
     if len(labels) <= MAX_CANDIDATES_IN_RECORD:
         record.update(texts=labels, scores=scores)
     else:
@@ -331,6 +350,7 @@ def run(
     leaderboard = results.append_rows(results_dir, rows)
     resolved["status"] = "done"
     resolved["scored_now"] = evaluation.scored_now
+    resolved["not_computed"] = evaluation.not_computed
     resolved["scorer_report"] = scorer_obj.report()  # this rank's counts
     results.write_json(run_dir / "config.json", resolved)
     return RunResult(run_id=run_id, run_dir=run_dir, leaderboard=leaderboard, rows=rows, evaluation=evaluation,

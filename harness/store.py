@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS scores (
     benchmark TEXT NOT NULL,
     version TEXT NOT NULL,
     item_id TEXT NOT NULL,
-    texts_hash TEXT NOT NULL,  -- the item's texts: a changed caption makes a stored score stale
+    texts_hash TEXT NOT NULL,  -- the item's (query) texts: a changed caption makes a stored score stale
     scores BLOB NOT NULL,      -- the images x texts array in .npy format (dtype and shape kept)
     created REAL NOT NULL,
     PRIMARY KEY (scorer_key, benchmark, version, item_id)
@@ -63,6 +63,15 @@ def texts_hash(texts: Sequence[Text]) -> str:
     if len(texts) > 16:  # only big shared tuples are worth remembering (and keeping alive)
         _hash_memo[id(texts)] = (texts, digest)
     return digest
+
+
+def item_hash(item: Item) -> str:
+    """What a stored score must match: the item's texts, and for a text-query item its query
+    texts too (items without query texts keep the plain texts hash, so older stores stay valid)."""
+    if not item.query_texts:
+        return texts_hash(item.texts)
+    joined = "\x1d".join(("query", *item.query_texts, texts_hash(item.texts)))
+    return hashlib.sha256(joined.encode()).hexdigest()[:16]
 
 
 def scorer_key(fingerprint: Mapping[str, Any]) -> str:
@@ -100,13 +109,13 @@ class ScoreStore:
                 (key, benchmark, version),
             )
             stored = dict(rows.fetchall())
-        return {item.id for item in items if stored.get(item.id) == texts_hash(item.texts)}
+        return {item.id for item in items if stored.get(item.id) == item_hash(item)}
 
     def put(self, key: str, benchmark: str, version: str, scores: Iterable[tuple[Item, np.ndarray]]) -> None:
         """Store several items' matrices in one transaction (all or nothing)."""
         now = time.time()
         rows = [
-            (key, benchmark, version, item.id, texts_hash(item.texts), _to_npy(m), now)
+            (key, benchmark, version, item.id, item_hash(item), _to_npy(m), now)
             for item, m in scores
         ]
         with self._connect() as db:
