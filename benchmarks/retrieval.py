@@ -39,7 +39,7 @@ from benchmarks.aro import HOW_TO_GET_COCO, HOW_TO_GET_FLICKR, _field, _read_jso
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
-from harness.metrics import TIE_RULES, accuracy_row, by_subset, recall_hits
+from harness.metrics import RANKING_TIES, accuracy_row, by_subset, recall_hits
 from harness.options import Choice, FilePath, Option
 
 SUBSETS = ("coco", "flickr30k")
@@ -62,7 +62,7 @@ class Retrieval(Benchmark):
         Option("flickr_json", FilePath(), None, "default: <data-root>/flickr30k/flickr30k_test.json (as for aro)"),
         Option("flickr_root", FilePath(), None, "folder the Flickr30k annotation's image paths start from "
                                                 "(default: <data-root>/flickr30k)"),
-        Option("ties", Choice(*TIE_RULES), "strict", "a negative scoring level with the best positive counts "
+        Option("ties", Choice(*RANKING_TIES), "strict", "a negative scoring level with the best positive counts "
                                                      "ahead of it (strict) or behind it (lenient)"),
     )
 

@@ -178,7 +178,7 @@ def macro_accuracy_row(
                      ci_low=float(low), ci_high=float(high))
 
 
-TIE_RULES = ("strict", "lenient")
+RANKING_TIES = ("strict", "lenient")
 
 
 def recall_hits(above: np.ndarray, tied: np.ndarray, k: int, ties: str = "strict") -> np.ndarray:
@@ -189,7 +189,7 @@ def recall_hits(above: np.ndarray, tied: np.ndarray, k: int, ties: str = "strict
     harness); ``lenient`` puts them behind it. An argmax or ``torch.topk`` order lies in between:
     it depends on where the tied candidates happen to sit.
     """
-    if ties not in TIE_RULES:
-        raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
+    if ties not in RANKING_TIES:
+        raise ValueError(f"ties must be one of {RANKING_TIES}, got {ties!r}")
     ahead = np.asarray(above) + (np.asarray(tied) if ties == "strict" else 0)
     return ahead < k
