@@ -18,5 +18,8 @@ PLUGINS = {
                    "generated two-object scenes (no download): winoground, relation, attribute and zeroshot subsets"),
         "sugarcrepe": ("benchmarks.sugarcrepe:SugarCrepe",
                        "SugarCrepe (Hsieh et al. 2023): seven replace/swap/add hard-negative subsets"),
+        "file": ("benchmarks.file:FileBenchmark",
+                 "your own images and captions from a .jsonl or .csv file: --bench file:PATH (1xK accuracy, 2x2 "
+                 "Winoground scores)"),
     },
 }
