@@ -150,7 +150,7 @@ class FileBenchmark(Benchmark):
             found = str(find_items_file(folder)) if folder.is_dir() else ""
         except HarnessError:
             found = ""
-        return [DataRequirement("your own items (.jsonl or .csv) and images; any other file: --bench file:PATH",
+        return [DataRequirement("your own items file (.jsonl or .csv) and its images, or any other: --bench file:PATH",
                                 found or f"{folder}/", bool(found), HOW_TO_GET)]
 
 
@@ -186,13 +186,14 @@ def file_metrics(items: Sequence[Item], scores: Sequence[np.ndarray], seed: int)
 def _locate(data_root: Path, given: str) -> Path:
     """A relative path is looked for in the working directory, then in the data root."""
     path = Path(given).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
+    if path.exists():
+        return path.absolute()  # image paths stay right whatever the working directory later
     under_root = data_root / path
-    if under_root.exists():
-        return under_root
-    raise MissingDataError(f"--bench file:{given}: {path.resolve()} not found, nor {under_root}. "
-                           f"Give a .jsonl or .csv file, or a folder holding one. {HOW_TO_GET}")
+    if not path.is_absolute() and under_root.exists():
+        return under_root.absolute()
+    looked = str(path) if path.is_absolute() else f"{path.absolute()}, nor {under_root}"
+    raise MissingDataError(f"--bench file:{given}: {looked} not found. Give a .jsonl or .csv file, or a folder "
+                           f"holding one. {HOW_TO_GET}")
 
 
 def find_items_file(path: Path) -> Path:
@@ -243,9 +244,24 @@ def _jsonl_name(scalars: dict[str, str]) -> FieldName:
     return name
 
 
-def _csv_name(field: str, index: int | None) -> str:
-    column = {"images": "image", "texts": "text"}.get(field, field)
-    return column if index is None else f"{column}_{index}"
+CSV_BASE = {"images": "image", "texts": "text", "truth": "truth"}
+
+
+def _csv_name(header: dict[tuple[str, int | None], str]) -> FieldName:
+    """Fields named by the CSV's own columns: "truth" or "truth_0" as the header wrote it, and a
+    whole numbered field by its columns ("text_0, text_1, ...")."""
+
+    def name(field: str, index: int | None) -> str:
+        if (field, index) in header:
+            return header[(field, index)]
+        if field not in CSV_BASE:
+            return field
+        if index is not None:
+            return f"{CSV_BASE[field]}_{index}"
+        columns = [cell for (f, _), cell in header.items() if f == field]
+        return columns[0] if len(columns) == 1 else ", ".join(columns[:2]) + (", ..." if field == "texts" else "")
+
+    return name
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any], FieldName]]:
@@ -285,8 +301,10 @@ def _csv_records(path: Path) -> Iterator[tuple[int, dict[str, Any], FieldName]]:
         header = next(reader, None)
         if header is None:
             raise BadRecordError(f"{path} is empty. {HOW_TO_GET}")
-        columns = _csv_columns(path, [h.strip() for h in header])
+        cells = [h.strip() for h in header]
+        columns = _csv_columns(path, cells)
         counts = {field: sum(f == field for f, _ in columns) for field in ("images", "texts", "truth")}
+        name = _csv_name(dict(zip(columns, cells)))
         while True:
             line = reader.line_num + 1  # where this record starts (a quoted cell may span lines)
             row = next(reader, None)
@@ -297,7 +315,7 @@ def _csv_records(path: Path) -> Iterator[tuple[int, dict[str, Any], FieldName]]:
             if len(row) > len(columns):
                 raise BadRecordError(f"{path.name} line {line}: {len(row)} cells for {len(columns)} columns "
                                      "(a comma inside a text needs the cell in double quotes)")
-            yield line, _csv_record(path, line, dict(zip(columns, row)), counts), _csv_name
+            yield line, _csv_record(path, line, dict(zip(columns, row)), counts, name), name
 
 
 def _csv_columns(path: Path, header: list[str]) -> list[tuple[str, int | None]]:
@@ -320,15 +338,15 @@ def _csv_columns(path: Path, header: list[str]) -> list[tuple[str, int | None]]:
     for field in ("images", "texts", "truth"):
         indices = sorted(i for f, i in columns if f == field)
         if not indices:
-            raise BadRecordError(f"{path.name} line 1: no {_csv_name(field, None)} column ({', '.join(header)})")
+            raise BadRecordError(f"{path.name} line 1: no {CSV_BASE[field]}_0 column ({', '.join(header)})")
         if indices != list(range(len(indices))):
-            raise BadRecordError(f"{path.name} line 1: the {_csv_name(field, None)}_N columns must be numbered "
-                                 f"0, 1, 2, ... without gaps; found {', '.join(_csv_name(field, i) for i in indices)}")
+            raise BadRecordError(f"{path.name} line 1: the {CSV_BASE[field]}_N columns must be numbered 0, 1, 2, "
+                                 f"... without gaps; found {', '.join(f'{CSV_BASE[field]}_{i}' for i in indices)}")
     return columns
 
 
-def _csv_record(path: Path, line: int, cells: dict[tuple[str, int | None], str],
-                counts: dict[str, int]) -> dict[str, Any]:
+def _csv_record(path: Path, line: int, cells: dict[tuple[str, int | None], str], counts: dict[str, int],
+                name: FieldName) -> dict[str, Any]:
     """One CSV row as the record a JSON line would hold. Numbered cells may be blank only at the
     end (fewer images or candidates); a blank between two filled ones is an error."""
     record: dict[str, Any] = {}
@@ -337,15 +355,15 @@ def _csv_record(path: Path, line: int, cells: dict[tuple[str, int | None], str],
         while values and not values[-1]:
             values.pop()
         if "" in values:
-            raise BadRecordError(f"{path.name} line {line}, field {_csv_name(field, values.index(''))}: blank "
-                                 f"between filled {_csv_name(field, None)} cells")
+            raise BadRecordError(f"{path.name} line {line}, field {name(field, values.index(''))}: blank "
+                                 f"between filled {CSV_BASE[field]}_N cells")
         if field == "truth":
             converted = []
             for i, value in enumerate(values):
                 try:
                     converted.append(int(value))
                 except ValueError:
-                    raise BadRecordError(f"{path.name} line {line}, field {_csv_name(field, i)}: {value!r} is not "
+                    raise BadRecordError(f"{path.name} line {line}, field {name(field, i)}: {value!r} is not "
                                          "a whole number (the index of the image's right text)") from None
             values = converted
         if values:

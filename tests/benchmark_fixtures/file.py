@@ -26,7 +26,7 @@ def records(n: int) -> list[dict[str, Any]]:
                                       "texts": [f"a {a} on a {b} {k}", f"a {b} on a {a} {k}"],
                                       "truth": [k % 2, 1 - k % 2], "tags": ["relation"]}
         else:
-            count = 2 + k % 3
+            count = 2 + (k // 3) % 3
             record = {"image": f"images/{k}.jpg", "texts": [f"a {NOUNS[(k + j) % len(NOUNS)]} number {k}"
                                                            for j in range(count)],
                       "truth": k % count, "tags": ["object", "easy"] if k % 2 else ["object"]}
