@@ -70,7 +70,7 @@ MAX_IMAGES = 2
 METRICS = (("accuracy", "correct"), ("text", "text"), ("image", "image"), ("group", "group"))
 HOW_TO_GET = (
     "Write your own: one record per item with image paths (relative to the file), candidate texts and "
-    "the index of each image's right text, as a .jsonl or .csv file (README: 'A benchmark from a plain file'); "
+    "the index of each image's right text, as a .jsonl or .csv file (README: 'Your own images and captions'); "
     "run it with --bench file:PATH, or put it in <data-root>/file/."
 )
 

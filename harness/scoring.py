@@ -83,24 +83,17 @@ def get_scorer(
 def score_pairs(scorer: Scorer, images: Sequence[ImageInput], texts: Sequence[str], workers: int = 0) -> np.ndarray:
     """The len(images) x len(texts) matrix of a built scorer, through the scorer contract."""
     from harness.api import Item
-    from harness.images import decode_image, stream_images
+    from harness.images import stream_images
     from harness.runner import _check_scores
 
     images, texts = check_inputs(images, texts)
     refs = [str(k) for k in range(len(images))]
     shown = [_show(image) for image in images]
-
-    def load(ref: str) -> Image.Image:
-        image = images[int(ref)]
-        if not isinstance(image, (str, os.PathLike)):
-            return image.convert("RGB")
-        return decode_image(Path(image).expanduser(), str(image)).convert("RGB")
-
     # truth is required by Item but unused here: no metric is computed
     item = Item(id="pairs", images=tuple(refs), texts=tuple(texts), truth=(0,) * len(refs))
     scorer.prepare("matrix")  # every pair is wanted, not only each image's best text
     scorer.clear_images()
-    stream = stream_images(refs, load, scorer.image_transform(), scorer.image_batch_size, workers,
+    stream = stream_images(refs, _Loader(images), scorer.image_transform(), scorer.image_batch_size, workers,
                            describe_ref=lambda ref: repr(shown[int(ref)]), on_error="Nothing was scored.")
     try:
         for batch in stream:
@@ -111,6 +104,21 @@ def score_pairs(scorer: Scorer, images: Sequence[ImageInput], texts: Sequence[st
         stream.close()
         scorer.clear_images()  # refs are per call: the next call's "0" is another image
     return matrices[0]
+
+
+class _Loader:
+    """Ref (the image's position) -> RGB image; a plain object, so worker processes can take it."""
+
+    def __init__(self, images: Sequence[ImageInput]) -> None:
+        self.images = list(images)
+
+    def __call__(self, ref: str) -> Image.Image:
+        from harness.images import decode_image
+
+        image = self.images[int(ref)]
+        if not isinstance(image, (str, os.PathLike)):
+            return image.convert("RGB")
+        return decode_image(Path(image).expanduser(), str(image)).convert("RGB")
 
 
 def score(

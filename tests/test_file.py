@@ -292,8 +292,24 @@ def test_harness_run_refuses_a_bad_file_with_exit_2_and_no_rows(tmp_path):
     assert missing.exit_code == 2 and "nope.jsonl not found" in missing.output
 
 
-def test_the_readme_example_folder_runs(tmp_path):
-    example = Path(__file__).parents[1] / "examples" / "my_items"
+def test_the_readme_examples_are_the_example_folder_and_read_the_same(tmp_path):
+    import re
+
+    root = Path(__file__).parents[1]
+    example = root / "examples" / "my_items"
+    blocks = re.findall(r"^```\w*\n(.*?)^```$", (root / "README.md").read_text(), flags=re.S | re.M)
+    [jsonl] = [b for b in blocks if b.startswith('{"id": "colours"')]
+    [csv_text] = [b for b in blocks if b.startswith("image_0,")]
+    assert jsonl == (example / "items.jsonl").read_text()
     bench = FileBenchmark(tmp_path, str(example))
-    assert bench.name == "file:my_items" and len(bench.items()) == 5
+    assert bench.name == "file:my_items" and len(bench.items()) == 5 and len(jsonl.splitlines()) <= 10
     assert {len(i.images) for i in bench.items()} == {1, 2}
+
+    shutil.copytree(example, tmp_path / "csv")
+    (tmp_path / "csv" / "items.jsonl").unlink()
+    (tmp_path / "csv" / "items.csv").write_text(csv_text)
+    by_id = {i.id: i for i in bench.items()}
+    for item in FileBenchmark(tmp_path, str(tmp_path / "csv")).items():
+        same = by_id[item.id]
+        assert (item.images, item.texts, item.truth) == (same.images, same.texts, same.truth)
+        assert item.meta["tags"] == same.meta["tags"] + (("order",) if item.id == "swap-places" else ())
