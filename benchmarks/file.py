@@ -25,10 +25,9 @@ optionally ``id``, ``subset`` and ``tags`` (tags separated by ``;``).
 The metric follows from each item's shape:
 - one image and K >= 2 texts: ``accuracy``, the right text must score strictly higher than every
   other (a tie is wrong), the rule of ARO and SugarCrepe (``harness.metrics.strictly_first``);
-- two images and two texts: Winoground's ``text``, ``image`` and ``group`` scores with the
-  strict inequalities of Thrush et al. 2022 (``harness.metrics.winoground_outcome``; the official
-  definition, in the Winoground dataset card at huggingface.co/datasets/facebook/winoground and
-  the paper's Sec. 3, compares the scores of the two captions and the two images the same way).
+- two images and two texts: Winoground's ``text``, ``image`` and ``group`` scores (Thrush et al.,
+  CVPR 2022) with strict inequalities, exactly as the ``winoground`` benchmark computes them
+  (``harness.metrics.winoground_outcome``), caption c_k being the right text of image k.
 Rows: ``all`` (every item), one per ``subset`` value, and a breakdown ``tag=<tag>`` per tag over
 the items carrying it; each with a 95% percentile bootstrap interval. Other shapes are refused.
 
