@@ -40,5 +40,8 @@ PLUGINS = {
                           "SugarCrepe++ (Dumpala et al. 2024): two positives and a negative; ITT and text-only TOT"),
         "valse": ("benchmarks.valse:VALSE",
                   "VALSE (Parcalabescu et al. 2022): caption vs foil in 11 instruments of 6 pieces; acc_r"),
+        "file": ("benchmarks.file:FileBenchmark",
+                 "your own images and captions from a .jsonl or .csv file: --bench file:PATH (1xK accuracy, 2x2 "
+                 "Winoground scores)"),
     },
 }

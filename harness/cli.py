@@ -144,6 +144,66 @@ def run(
         typer.echo(f"{key:<18} {value}")
 
 
+@app.command("score")
+def score(
+    images: Annotated[list[Path], typer.Argument(help="Image files to score (any format PIL reads).",
+                                                 show_default=False)],
+    text: Annotated[Optional[list[str]], typer.Option(
+        "--text", "-t", help="A text to score against every image; repeat for several.")] = None,
+    scorer: Annotated[str, typer.Option(help="Scorer name (see `harness ls`).")] = "clip",
+    model: Annotated[Optional[str], typer.Option(
+        help="As for `harness run`. Default: the scorer's own (`harness ls SCORER`), the toy models for the "
+             "built-in scorers.")] = None,
+    pretrained: Annotated[Optional[str], typer.Option(
+        help="Pretrained tag (openai, laion2b_s34b_b79k, ...) or a weights file (.pt/.bin/.safetensors).")] = None,
+    device: Annotated[str, typer.Option(help="auto (cuda if available), cpu, cuda, cuda:1, ...")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for any randomness of the scorer (the diffusion noise).")] = 0,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="The same as --opt batch_size=N: inputs per forward pass of the scorer's model.")] = None,
+    timesteps: Annotated[Optional[str], typer.Option(
+        help="The same as --opt timesteps=...: a count of evenly spaced timesteps, or a list like 100,500,900.")
+                         ] = None,
+    opt: Annotated[Optional[list[str]], typer.Option(
+        help="Scorer option key=value, repeatable (e.g. --opt precision=fp32); `harness ls SCORER` lists them.")
+                   ] = None,
+    workers: Annotated[int, typer.Option(help="Image-decoding worker processes (0: decode in this process).")] = 0,
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="Print JSON (scorer, model, images, texts, scores[image][text]) instead of a table.")] = False,
+) -> None:
+    """Score images against texts with any scorer: the images x texts matrix (higher = better match).
+
+    Example: harness score dog.jpg cat.jpg -t "a dog on a couch" -t "a couch on a dog"
+    """
+    from harness import scoring
+
+    with user_errors("nothing was scored."):
+        options = parse_pairs(opt or [], "--opt")
+        for key, value in (("batch_size", batch_size), ("timesteps", timesteps)):
+            if value is not None:  # declared sugar for the scorer option of the same name
+                options[key] = value
+        inputs, texts = scoring.check_inputs([str(p) for p in images], text or [])
+        built = scoring.get_scorer(scorer, model=model, pretrained=pretrained, device=device, seed=seed,
+                                   options=options)
+        matrix = scoring.score_pairs(built, inputs, texts, workers=workers)
+    described = built.describe()
+    labels = scoring.image_labels(inputs)
+    if json_output:
+        import json
+
+        typer.echo(json.dumps({
+            "scorer": scorer, "model": described.get("model", model or ""),
+            "pretrained": described.get("pretrained", pretrained or ""), "device": built.device_name,
+            "images": labels, "texts": texts, "scores": [[float(v) for v in row] for row in matrix],
+        }, indent=2))
+        return
+    from tabulate import tabulate
+
+    typer.echo(f"{scorer} scores, model {described.get('model', model)} on {built.device_name} "
+               "(rows: images, columns: texts; higher = better match)")
+    typer.echo(tabulate([[label, *row] for label, row in zip(labels, matrix.tolist())],
+                        headers=["image", *texts], tablefmt="github", floatfmt=".4f"))
+
+
 @app.command("leaderboard")
 def leaderboard(
     results_dir: Annotated[Path, typer.Option(help="Folder holding leaderboard.csv.")] = Path("results"),
