@@ -52,8 +52,9 @@ def test_cpu_smoke_runs_every_stage(tmp_path):
     rates = values("throughput", "passes_per_s")
     assert {"tiny-unet/bf16/batch4", "tiny-unet/fp16/batch2", "projection/scorer/tiny-sd"} <= set(rates)
     assert values("throughput", "passes_per_item") == {"projection/scorer/tiny-sd": 60.0}  # the 24,000 / 400
-    log = (out / "gpu_check.log").read_text()
-    assert log.count("[INFO] memory") == len(gpu_check.STAGES)
+    log = (out / "gpu_check.log").read_text().splitlines()
+    for stage in gpu_check.STAGES:  # one summary line per stage, e.g. "[PASS] processes        == 2 passed: ..."
+        assert sum(line[7:].startswith(f"{stage:<16} == ") for line in log) == 1, stage
     assert (out / "environment.json").is_file()
 
 
@@ -75,10 +76,14 @@ def test_parity_verdicts_follow_the_tolerance_and_the_decisions():
     assert gpu_check.compare_scores(reference, {"0": reference["0"]}, _outcome).status(1.0) == "FAIL"
 
 
-def test_exit_status_is_one_only_when_a_check_failed():
+def test_exit_status_is_one_only_when_a_check_failed_and_a_stage_takes_its_worst_check():
     line = gpu_check.Line
-    assert gpu_check.exit_status([line("PASS", "a", ""), line("WARN", "b", ""), line("SKIP", "c", "")]) == 0
-    assert gpu_check.exit_status([line("PASS", "a", ""), line("FAIL", "b", "")]) == 1
+    fine = [line("PASS", "a", ""), line("WARN", "a", ""), line("SKIP", "a", ""), line("INFO", "a", "")]
+    assert gpu_check.exit_status(fine) == 0
+    assert gpu_check.exit_status([*fine, line("FAIL", "a", "")]) == 1
+    assert gpu_check.stage_verdict(fine) == ("WARN", "1 passed, 1 warned, 1 skipped, 1 measured")
+    assert gpu_check.stage_verdict([*fine, line("FAIL", "a", "")])[0] == "FAIL"
+    assert gpu_check.stage_verdict([line("INFO", "a", "")]) == ("INFO", "1 measured")
 
 
 def test_steady_samples_per_s_leaves_the_warm_up_steps_out():

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU readiness check: parity, throughput, fine-tuning and several processes in one prepared run.
 # The work is in gpu_check.py beside this file (--help lists everything):
-#   tests/gpu/check.sh                  on a CUDA machine: every stage (budget 7 minutes)
+#   tests/gpu/check.sh                  on a CUDA machine: every stage (a 450 s budget for optional parts)
 #   tests/gpu/check.sh --quick          the same without torch.compile
 #   tests/gpu/check.sh --cpu-smoke      anywhere: the same stages on tiny models on the CPU (about a minute)
 #   tests/gpu/check.sh --wheels DIR ... first installs DIR/*.whl into a scratch folder (no network),
@@ -20,10 +20,12 @@ while [ $# -gt 0 ]; do
     *) args+=("$1"); shift ;;
   esac
 done
+site=""
 if [ -n "$wheels" ]; then
   site="$(mktemp -d)"
+  trap 'rm -rf "$site"' EXIT
   "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$wheels"/*.whl
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
-exec "$python" "$here/gpu_check.py" ${args[@]+"${args[@]}"}
+"$python" "$here/gpu_check.py" ${args[@]+"${args[@]}"}

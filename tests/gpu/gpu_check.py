@@ -1,7 +1,7 @@
 """GPU readiness: one prepared run that proves the GPU paths of the harness and measures them.
 
-    tests/gpu/check.sh                    on a CUDA machine: every stage (about 6 minutes on one large GPU)
-    tests/gpu/check.sh --quick            the same without torch.compile (about 3 minutes)
+    tests/gpu/check.sh                    on a CUDA machine: every stage (optional parts within a 450 s budget)
+    tests/gpu/check.sh --quick            the same without torch.compile
     tests/gpu/check.sh --cpu-smoke        anywhere: the same stages on tiny models on the CPU (about a minute)
     tests/gpu/check.sh --stages clip-parity,processes --out DIR
 
@@ -12,8 +12,9 @@ architecture sizes with random weights, and the benchmark fixtures in their real
 project's public functions: ``harness.runner.run`` / ``evaluate``, the scorers with their
 ``precision`` and ``compile`` options, and ``models.finetune.finetune``.
 
-Stages (``--stages``), one summary line per result, ``[PASS]``, ``[FAIL]``, ``[WARN]``,
-``[INFO]`` or ``[SKIP]``:
+Stages (``--stages``), one line per result, ``[PASS]``, ``[FAIL]``, ``[WARN]``, ``[INFO]`` or
+``[SKIP]``, and a summary line per stage (``== ...``: its worst check, its headline figure, its peak
+GPU memory and time):
 
 - ``clip-parity``: the CLIP scorer's scores on the Winoground and zero-shot fixtures on the GPU in
   fp32 and under bf16 and fp16 autocast, against the CPU in fp32: the largest score difference
@@ -92,6 +93,9 @@ TOLERANCE = {
 # differ, so anything beyond float rounding is a sharing-out bug.
 PROCESS_TOLERANCE = 1e-5
 
+# Seconds of the budget a compilation is allowed to start with (guesses: no GPU compile has been timed here).
+COMPILE_NEEDS_S = {"tiny": 90.0, "sd21-base": 120.0}
+
 WINOGROUND_ITEMS = 400  # the benchmark's size
 # At the diffusion scorer's defaults a Winoground item costs 2 images x (2 captions + the empty
 # prompt) x 10 timesteps = 60 UNet passes: 24,000 for the benchmark (README, "The diffusion scorer").
@@ -130,14 +134,14 @@ class Settings:
     smoke: bool
     device: str  # the side under test; the reference is always the CPU in fp32
     quick: bool = False
-    budget_s: float = 420.0
+    budget_s: float = 450.0
     wino_items: int = 16
     zeroshot_bench: str = "zeroshot"
     diffusion_timesteps: int = 10  # the scorer's default
     unet_batches: tuple[int, ...] = (8, 32, 64)
     min_timing_s: float = 1.0
     min_calls: int = 3
-    e2e_items: int = 16
+    e2e_items: int = 32
     finetune_batch: int = 64  # FinetuneConfig's default global batch
     finetune_steps: int = 20
     process_timeout_s: float = 240.0
@@ -212,13 +216,23 @@ class Report:
     def left(self) -> float:
         return self.settings.budget_s - self.elapsed()
 
-    def failed(self) -> bool:
-        return any(line.status == "FAIL" for line in self.lines)
-
     def summary(self) -> str:
-        counts = {s: sum(line.status == s for line in self.lines) for s in ("PASS", "FAIL", "WARN", "INFO", "SKIP")}
+        results = [line for line in self.lines if not line.text.startswith("== ")]  # not the stage summaries
+        counts = {s: sum(line.status == s for line in results) for s in ("PASS", "FAIL", "WARN", "INFO", "SKIP")}
         return (", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" in {self.elapsed():.0f} s; figures in "
                 f"{self.out / 'gpu_check.csv'}")
+
+
+def stage_verdict(lines: Sequence[Line]) -> tuple[str, str]:
+    """A stage's status (its worst check; INFO when it only measured) and its counts."""
+    count = {status: sum(line.status == status for line in lines) for status in ("PASS", "WARN", "FAIL", "SKIP")}
+    status = next((s for s in ("FAIL", "WARN", "PASS") if count[s]), "INFO")
+    words = {"PASS": "passed", "WARN": "warned", "FAIL": "failed", "SKIP": "skipped"}
+    parts = [f"{n} {words[s]}" for s, n in count.items() if n]
+    measured = sum(line.status == "INFO" for line in lines)
+    if measured:
+        parts.append(f"{measured} measured")
+    return status, ", ".join(parts) or "nothing run"
 
 
 def exit_status(lines: Sequence[Line]) -> int:
@@ -453,9 +467,10 @@ def environment(settings: Settings) -> dict[str, Any]:
         "python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "harness_commit": git_commit(),
     }
-    for module in ("open_clip", "diffusers", "transformers", "datasets"):
-        with contextlib.suppress(Exception):
-            env[module] = __import__(module).__version__
+    for module in ("open_clip", "diffusers", "transformers", "huggingface_hub", "datasets"):
+        with contextlib.suppress(Exception):  # version, and where it came from (carried wheels or the image)
+            imported = __import__(module)
+            env[module] = f"{imported.__version__} ({Path(imported.__file__).parent.parent})"
     if settings.cuda:
         props = torch.cuda.get_device_properties(0)
         env.update({
@@ -488,7 +503,8 @@ def _outcome_function(bench: str, data_root: Path) -> Callable[[str, Any], dict[
 
 
 def _parity_case(report: Report, stage: str, case: str, family: str, precision: str, reference: dict[str, Any],
-                 result, outcome, seconds: float) -> None:
+                 result, outcome, seconds: float) -> tuple[float, str]:
+    """One parity line and its figures; returns (share of the tolerance used, what)."""
     tolerance = TOLERANCE[family][precision.split("+")[0]]
     comparison = compare_scores(reference, _scores_of(result), outcome)
     status = comparison.status(tolerance)
@@ -498,14 +514,17 @@ def _parity_case(report: Report, stage: str, case: str, family: str, precision: 
                                 ("items_changed", comparison.changed_items, "items"),
                                 ("items", comparison.items, "items"), ("seconds", seconds, "s")):
         report.figure(stage, f"{case}/{precision}", metric, value, unit, status if metric == "max_abs_diff" else "")
+    return comparison.max_abs_diff / tolerance, f"{case} {precision}"
 
 
 def _parity(report: Report, settings: Settings, stage: str, family: str,
-            cases: Sequence[tuple[str, str, str, Path, dict[str, Any]]], precisions: Sequence[str]) -> None:
+            cases: Sequence[tuple[str, str, str, Path, dict[str, Any]]], precisions: Sequence[str]) -> str:
     """Each case (label, model, bench, data root, options): CPU fp32 once, then the device per precision.
-    A precision written ``bf16+compile`` sets the scorer's ``compile`` option too."""
+    A precision written ``bf16+compile`` sets the scorer's ``compile`` option too. Returns the
+    headline: the case that came closest to its tolerance."""
     from harness.runner import run
 
+    used: list[tuple[float, str]] = []
     for label, model, bench, data_root, options in cases:
         case = f"{label} {bench}"
         common = {"scorer": family, "bench": bench, "model": model, "data_root": data_root,
@@ -519,7 +538,7 @@ def _parity(report: Report, settings: Settings, stage: str, family: str,
             continue
         for precision in precisions:
             precision_only, _, extra = precision.partition("+")
-            if extra == "compile" and report.left() < 90:
+            if extra == "compile" and report.left() < COMPILE_NEEDS_S["tiny"]:
                 report.line("SKIP", stage, f"{case} {precision}: {report.left():.0f} s of the budget left")
                 continue
             started = time.perf_counter()
@@ -530,27 +549,32 @@ def _parity(report: Report, settings: Settings, stage: str, family: str,
             except Exception as err:  # noqa: BLE001
                 _fail(report, stage, f"{case} {precision}", err)
                 continue
-            _parity_case(report, stage, case, family, precision, reference, result, outcome,
-                         time.perf_counter() - started)
+            used.append(_parity_case(report, stage, case, family, precision, reference, result, outcome,
+                                     time.perf_counter() - started))
+    finite = [u for u in used if math.isfinite(u[0])]
+    if not finite:
+        return "nothing compared"
+    share, what = max(finite)
+    return f"closest to its tolerance: {what}, max|d| at {share:.2g} of it"
 
 
-def stage_clip_parity(report: Report, settings: Settings, builds: Builds) -> None:
+def stage_clip_parity(report: Report, settings: Settings, builds: Builds) -> str:
     models = [("tiny-clip", builds.tiny_clip())]
     if not settings.smoke:
         models.append(("vit-b-32", builds.vit_b_32()))
     benches = [("winoground", builds.data("winoground", settings.wino_items)),
                (settings.zeroshot_bench, builds.data("zeroshot", 2))]
     cases = [(label, model, bench, root, {"batch_size": 32}) for label, model in models for bench, root in benches]
-    _parity(report, settings, "clip-parity", "clip", cases, PRECISIONS)
+    return _parity(report, settings, "clip-parity", "clip", cases, PRECISIONS)
 
 
-def stage_diffusion_parity(report: Report, settings: Settings, builds: Builds) -> None:
+def stage_diffusion_parity(report: Report, settings: Settings, builds: Builds) -> str:
     cases = [("tiny-sd", builds.tiny_sd(), "winoground", builds.data("winoground", settings.wino_items),
               {"timesteps": settings.diffusion_timesteps})]
     precisions = [*PRECISIONS, *(["bf16+compile"] if settings.compile else [])]
-    _parity(report, settings, "diffusion-parity", "diffusion", cases, precisions)
     if not settings.compile:
         report.line("SKIP", "diffusion-parity", "bf16+compile: " + ("off in --cpu-smoke" if settings.smoke else "--quick"))
+    return _parity(report, settings, "diffusion-parity", "diffusion", cases, precisions)
 
 
 # -- stage: throughput ------------------------------------------------------------------------------
@@ -605,7 +629,7 @@ def _build_unet(settings: Settings):
     return unet.eval().requires_grad_(False), label
 
 
-def stage_throughput(report: Report, settings: Settings, builds: Builds) -> None:
+def stage_throughput(report: Report, settings: Settings, builds: Builds) -> str:
     torch = _torch()
     stage = "throughput"
     unet, label = _build_unet(settings)
@@ -644,27 +668,36 @@ def stage_throughput(report: Report, settings: Settings, builds: Builds) -> None
 
     for name in (default_precision, *(n for n in ("bf16", "fp16") if n != default_precision)):
         project(name)
-    _end_to_end(report, settings, builds)
+    end_to_end = _end_to_end(report, settings, builds)
+    headline = (f"{label} {default_precision} batch {batch}: {measured[(default_precision, batch)]['passes_per_s']:.1f} "
+                f"passes/s" if (default_precision, batch) in measured else f"{label}: not measured")
+    if end_to_end is not None:
+        headline += f"; Winoground at the defaults, scorer end to end: {_duration(end_to_end)}"
 
     # compilation last: it takes minutes, and the budget decides how much of it runs
     if not settings.compile:
         report.line("SKIP", stage, "bf16+compile: " + ("off in --cpu-smoke" if settings.smoke else "--quick"))
-        return
+        return headline
     compiled = torch.compile(unet)  # what the scorer's compile=true does
     # largest batch first: the scorer's full batches compile statically, a smaller one recompiles
     # once with a dynamic batch dimension, and the third size reuses that
     for batch_size in sorted(settings.unet_batches, reverse=True):
-        if report.left() < 150:
+        if report.left() < COMPILE_NEEDS_S["sd21-base"]:
             report.line("SKIP", stage, f"{label} bf16+compile batch {batch_size}: {report.left():.0f} s of the "
                                        "budget left")
             continue
         measure("bf16+compile", compiled, batch_size, torch.bfloat16)
     project("bf16+compile")
+    if ("bf16+compile", batch) in measured:
+        headline += f"; bf16+compile batch {batch}: {measured[('bf16+compile', batch)]['passes_per_s']:.1f} passes/s"
+    return headline
 
 
-def _end_to_end(report: Report, settings: Settings, builds: Builds) -> None:
+def _end_to_end(report: Report, settings: Settings, builds: Builds) -> float | None:
     """The diffusion scorer itself at its defaults on the Winoground fixture (VAE, text encoder, noise,
-    UNet, transfers), timed on a second pass over the items so that warm-up is not counted."""
+    UNet, transfers), timed after a warm-up pass over a few items; returns the projected seconds of a
+    whole Winoground run. Images decode inline: the fixture's are tiny, and decoding workers would
+    add a start-up that a whole run pays once but these few items would be charged for 25 times over."""
     from harness.api import ScorerConfig
     from harness.registry import BENCHMARKS, SCORERS
     from harness.runner import evaluate
@@ -676,31 +709,32 @@ def _end_to_end(report: Report, settings: Settings, builds: Builds) -> None:
         model = builds.tiny_sd() if settings.smoke else builds.sd21_base()
         label = "tiny-sd" if settings.smoke else "sd21-base"
         scorer = SCORERS.get("diffusion")(ScorerConfig(model=model, device=settings.device))
-        benchmark = BENCHMARKS.get("winoground")(builds.data("winoground", settings.wino_items))
+        benchmark = BENCHMARKS.get("winoground")(builds.data("winoground", max(n, settings.wino_items)))
         items = benchmark.items()[:n]
-        evaluate(scorer, benchmark, ScoreStore(report.work / stage / "warm.sqlite"), items=items,
-                 workers=settings.workers, progress=False)
+        evaluate(scorer, benchmark, ScoreStore(report.work / stage / "warm.sqlite"), items=items[:4], workers=0,
+                 progress=False)
         before = scorer.unet_passes
         synchronize(settings)
         started = time.perf_counter()
-        evaluate(scorer, benchmark, ScoreStore(report.work / stage / "timed.sqlite"), items=items,
-                 workers=settings.workers, progress=False)
+        evaluate(scorer, benchmark, ScoreStore(report.work / stage / "timed.sqlite"), items=items, workers=0,
+                 progress=False)
         synchronize(settings)
         seconds = time.perf_counter() - started
         passes = scorer.unet_passes - before
     except Exception as err:  # noqa: BLE001
         _fail(report, stage, "diffusion scorer end to end", err)
-        return
+        return None
     rate = passes / seconds
     projected = WINOGROUND_ITEMS * (seconds / n)
     per_item = passes / n
     status = "INFO" if settings.smoke or per_item == WINOGROUND_PASSES / WINOGROUND_ITEMS else "WARN"
-    report.line(status, stage, f"diffusion scorer end to end on {label} at its defaults: {n} Winoground items, "
+    report.line(status, stage, f"diffusion scorer end to end on {label} at its defaults: {n} Winoground item{'s' * (n != 1)}, "
                                f"{passes} UNet passes ({per_item:g} per item) in {seconds:.2f} s = {rate:.1f} "
                                f"passes/s; a whole Winoground run projects to {_duration(projected)}")
     report.figure(stage, f"projection/scorer/{label}", "passes_per_s", rate, "1/s")
     report.figure(stage, f"projection/scorer/{label}", "passes_per_item", per_item, "passes", status)
     report.figure(stage, f"projection/scorer/{label}", "winoground_seconds", projected, "s")
+    return projected
 
 
 def _duration(seconds: float) -> str:
@@ -724,7 +758,7 @@ def steady_samples_per_s(rows: Sequence[dict[str, str]], batch: int, skip: int =
     return (len(rows) - skip) * batch / (elapsed[-1] - elapsed[skip - 1])
 
 
-def stage_finetune(report: Report, settings: Settings, builds: Builds) -> None:
+def stage_finetune(report: Report, settings: Settings, builds: Builds) -> str:
     from models.finetune import FinetuneConfig, finetune, iter_losses
 
     stage = "finetune"
@@ -733,6 +767,7 @@ def stage_finetune(report: Report, settings: Settings, builds: Builds) -> None:
     else:
         clip, sd, label = builds.vit_b_32(), builds.sd21_base(), "vit-b-32 + sd21-base"
     data = builds.coco(settings.finetune_batch)
+    rates: list[str] = []
     for mode in ("full", "detached"):
         batch = settings.finetune_batch
         while True:
@@ -772,8 +807,10 @@ def stage_finetune(report: Report, settings: Settings, builds: Builds) -> None:
         report.line(status, stage, f"{case}: {rate:.1f} samples/s after 2 warm-up steps{memory}, "
                                    f"L_SDS {float(rows[-1]['sds']):.4f} at the last step ({seconds:.0f} s with loading)")
         report.figure(stage, f"{mode}/batch{batch}", "samples_per_s", rate, "1/s", status)
+        rates.append(f"{mode} {rate:.1f} samples/s at batch {batch}" + (f", {peak:.1f} GiB" if settings.cuda else ""))
         report.figure(stage, f"{mode}/batch{batch}", "peak_gpu_memory", peak, "GiB")
         report.figure(stage, f"{mode}/batch{batch}", "seconds_with_loading", seconds, "s")
+    return "; ".join(rates) or "nothing measured"
 
 
 # -- stage: several processes -----------------------------------------------------------------------
@@ -837,7 +874,7 @@ def _launch(report: Report, settings: Settings, spec: dict[str, Any], folder: Pa
     return False, reason[:400], outputs
 
 
-def stage_processes(report: Report, settings: Settings, builds: Builds) -> None:
+def stage_processes(report: Report, settings: Settings, builds: Builds) -> str:
     from harness.runner import run
 
     stage = "processes"
@@ -857,9 +894,10 @@ def stage_processes(report: Report, settings: Settings, builds: Builds) -> None:
                 rows_single[spec["scorer"]] = [(r["subset"], r["metric"], r["value"]) for r in result.rows]
     except Exception as err:  # noqa: BLE001
         _fail(report, stage, "one process", err)
-        return
+        return "the one-process reference failed"
 
     backends = ["gloo"]
+    verdicts: list[str] = []
     if settings.cuda:
         if torch.distributed.is_nccl_available():
             backends.insert(0, "nccl")
@@ -877,13 +915,19 @@ def stage_processes(report: Report, settings: Settings, builds: Builds) -> None:
         where = "on one GPU" if settings.cuda else "on the CPU"
         if not ok:
             if backend == "nccl":
-                report.line("INFO", stage, f"nccl: 2 processes {where} did not run ({reason}); NCCL refuses two "
-                                           "ranks on one GPU (NCCL >= 2.5), so gloo follows")
-                report.figure(stage, "two/nccl", "ran", 0, "", "INFO")
+                # expected: NCCL 2.5 and later refuse two ranks on one GPU ("Duplicate GPU detected")
+                expected = "Duplicate GPU" in reason
+                report.line("INFO" if expected else "WARN", stage,
+                            f"nccl: 2 processes {where} did not run ({reason}); "
+                            + ("NCCL refuses two ranks on one GPU, so gloo follows" if expected else "gloo follows"))
+                report.figure(stage, "two/nccl", "ran", 0, "", "INFO" if expected else "WARN")
+                verdicts.append("nccl refused two ranks on one GPU" if expected else "nccl failed")
                 continue
             report.line("FAIL", stage, f"{backend}: 2 processes {where} failed: {reason}")
             report.figure(stage, f"two/{backend}", "ran", 0, "", "FAIL")
+            verdicts.append(f"{backend} failed")
             continue
+        worst = 0.0
         rank0 = outputs[0]
         for scorer in PROCESS_RUNS:
             comparison = compare_scores(single[scorer], {k: _array(v) for k, v in rank0["scores"][scorer].items()},
@@ -898,11 +942,15 @@ def stage_processes(report: Report, settings: Settings, builds: Builds) -> None:
             report.figure(stage, f"two/{backend}/{scorer}", "max_abs_diff", comparison.max_abs_diff, "", status)
             report.figure(stage, f"two/{backend}/{scorer}", "items_changed", comparison.changed_items, "items")
             report.figure(stage, f"two/{backend}/{scorer}", "rows_identical", int(same_rows), "")
+            worst = max(worst, comparison.max_abs_diff) if comparison.same_items else float("nan")
         report.figure(stage, f"two/{backend}", "seconds", seconds, "s")
+        verdicts.append(f"{backend}: 2 processes against 1, max|d| {worst:.1e}")
+        break  # NCCL where possible, gloo otherwise: one backend that ran is the check
     finite = [p for p in peaks if math.isfinite(p)]
     if finite:
         report.line("INFO", stage, f"peak GPU memory of each of the 2 processes: {max(finite):.2f} GiB at most")
         report.figure(stage, "two", "peak_gpu_memory_per_process", max(finite), "GiB")
+    return "; ".join(verdicts)
 
 
 def _array(value: Any):
@@ -1004,7 +1052,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="scratch folder for models and fixtures (default: a temporary folder, removed after)")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="optional parts (compilation) are skipped when less than they need is left of this "
-                             "many seconds (default 420 on a GPU, 600 for --cpu-smoke)")
+                             "many seconds (default 450 on a GPU, 600 for --cpu-smoke)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -1030,7 +1078,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("torch sees no CUDA device here; run with --cpu-smoke to check the script on the CPU",
                   file=sys.stderr)
             return 2
-        settings = Settings.gpu(args.quick, args.budget_s or 420.0)
+        settings = Settings.gpu(args.quick, args.budget_s or 450.0)
 
     ensure_plugins()
     report = Report(args.out, settings)
@@ -1051,20 +1099,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         for stage in [s for s in STAGES if s in stages]:
             reset_peak(settings)
             report.peaks = []
+            first = len(report.lines)
             started = time.perf_counter()
             try:
-                STAGE_FUNCTIONS[stage](report, settings, builds)
+                headline = STAGE_FUNCTIONS[stage](report, settings, builds)
             except Exception as err:  # noqa: BLE001 - one stage's crash must not hide the others
                 _fail(report, stage, "stage", err)
+                headline = "crashed"
             seconds = time.perf_counter() - started
             report.figure(stage, "stage", "seconds", seconds, "s")
             if settings.cuda:
                 peak = max([peak_gib(settings), *[p for p in report.peaks if math.isfinite(p)]])
-                report.line("INFO", "memory", f"{stage}: peak {peak:.2f} GiB allocated on the GPU by this process "
-                                              f"({seconds:.0f} s)")
+                memory = f"peak GPU memory {peak:.2f} GiB (this process)"
                 report.figure(stage, "stage", "peak_gpu_memory", peak, "GiB")
             else:
-                report.line("INFO", "memory", f"{stage}: no GPU memory on the CPU ({seconds:.0f} s)")
+                memory = "no GPU memory on the CPU"
+            status, counts = stage_verdict(report.lines[first:])
+            report.line(status, stage, f"== {counts}: {headline}; {memory}; {seconds:.0f} s")
     print(f"SUMMARY: {report.summary()}", flush=True)
     with open(report.out / "gpu_check.log", "a", encoding="utf-8") as f:
         f.write(f"SUMMARY: {report.summary()}\n")
