@@ -101,3 +101,18 @@ def test_missing_packages_are_named_with_how_to_carry_them(monkeypatch, capsys):
     assert gpu_check.main(["--cpu-smoke"]) == 3
     err = capsys.readouterr().err
     assert "some-package" in err and "tests/gpu/wheels.txt" in err and "--wheels" in err
+
+
+def test_an_out_of_memory_is_recognised_through_the_harness_error_that_wraps_it():
+    import torch
+
+    from harness.errors import HarnessError
+
+    try:
+        try:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        except torch.OutOfMemoryError as err:
+            raise HarnessError("the run stopped; try a smaller --batch-size") from err
+    except HarnessError as wrapped:
+        assert gpu_check.is_out_of_memory(wrapped)
+    assert not gpu_check.is_out_of_memory(ValueError("bad value"))
