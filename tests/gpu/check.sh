@@ -3,14 +3,13 @@
 # The work is in gpu_check.py beside this file (--help lists everything):
 #   tests/gpu/check.sh                  on a CUDA machine: every stage (a 450 s budget for optional parts)
 #   tests/gpu/check.sh --quick          the same without torch.compile
-#   tests/gpu/check.sh --cpu-smoke      anywhere: the same stages on tiny models on the CPU (about a minute)
+#   tests/gpu/check.sh --cpu-smoke      anywhere: the same stages on tiny models on the CPU (about a minute of CPU)
 #   tests/gpu/check.sh --wheels DIR ... first installs DIR/*.whl into a scratch folder (no network),
 #                                       for packages a bare GPU image lacks (tests/gpu/wheels.txt)
 # PYTHON names the interpreter (default python3). Exit status: 0 all checks passed, 1 a check failed,
 # 2 no GPU (without --cpu-smoke), 3 packages missing.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cd "$here/../.."
 python="${PYTHON:-python3}"
 wheels=""
 args=()
