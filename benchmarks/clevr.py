@@ -16,7 +16,7 @@ scores both captions for the one image and picks the argmax). Metric: accuracy p
 
 Ties: GDBench's ``np.argmax`` sends a tie to index 0, the true caption, so it counts a tie as
 right. The default here is the harness's strict rule (a tie is wrong); ``--bench-opt
-tie_rule=argmax`` reproduces GDBench. Every row counts its tied items (``tied_items``; GDBench
+ties=official`` reproduces GDBench. Every row counts its tied items (``tied_items``; GDBench
 prints the same count as "max more than once").
 
 GDBench's loader has a branch meant to take captions 1 and 2 of a ``spatial`` pair, written as
@@ -40,7 +40,7 @@ from PIL import Image
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
-from harness.metrics import TIE_RULES, accuracy_row, by_subset, tied_at_top, wins
+from harness.metrics import accuracy_row, by_subset, tied_at_top, wins
 from harness.options import Choice, FilePath, Option
 
 SUBTASKS = ("pair_binding_size", "pair_binding_color", "recognition_color", "recognition_shape", "spatial",
@@ -65,8 +65,8 @@ class CLEVR(Benchmark):
         Option("captions", FilePath(), None, "folder of the seven {subtask}.json caption files "
                                              "(default: <data-root>/clevr/captions)"),
         Option("images", FilePath(), None, "folder of the rendered scenes (default: <data-root>/clevr/images)"),
-        Option("tie_rule", Choice(*TIE_RULES), "strict",
-               "strict = a tie is wrong (the harness's rule); argmax = a tie goes to the true caption, "
+        Option("ties", Choice("strict", "official"), "strict",
+               "strict = a tie is wrong (the harness's rule); official = a tie goes to the true caption, "
                "as GDBench's np.argmax decides"),
     )
 
@@ -74,7 +74,8 @@ class CLEVR(Benchmark):
         super().__init__(data_root, subset, **options)
         self.captions = Path(self.options["captions"] or self.data_root / "clevr" / "captions")
         self.images = Path(self.options["images"] or self.data_root / "clevr" / "images")
-        self.tie_rule: str = self.options["tie_rule"]
+        self.ties: str = self.options["ties"]
+        self.tie_rule = "argmax" if self.ties == "official" else "strict"  # GDBench decides by np.argmax
 
     def items(self) -> list[Item]:
         if not self.images.is_dir():
@@ -124,7 +125,7 @@ class CLEVR(Benchmark):
         for subtask, chosen, matrices in by_subset(items, scores, SUBTASKS):
             correct = np.array([wins(m[0], item.truth[0], self.tie_rule) for item, m in zip(chosen, matrices)])
             tied = int(sum(tied_at_top(m[0]) for m in matrices))
-            details: dict[str, Any] = {"tie_rule": self.tie_rule, "tied_items": tied}
+            details: dict[str, Any] = {"ties": self.ties, "tied_items": tied}
             if len(correct) != EXPECTED_ITEMS:  # a partial download or a --limit
                 details["expected_n"] = EXPECTED_ITEMS
             rows.append(replace(accuracy_row(subtask, "accuracy", correct, seed), details=details))
@@ -132,12 +133,12 @@ class CLEVR(Benchmark):
             every_tied.append(tied)
         if len(rows) > 1:
             overall = accuracy_row("all", "accuracy", np.concatenate(every_correct), seed)
-            rows.append(replace(overall, details={"tie_rule": self.tie_rule, "tied_items": sum(every_tied),
+            rows.append(replace(overall, details={"ties": self.ties, "tied_items": sum(every_tied),
                                                   "subtasks": sorted(r.subset for r in rows)}))
         return rows
 
     def details(self) -> dict[str, Any]:
-        return {"tie_rule": self.tie_rule}
+        return {"ties": self.ties}
 
     @classmethod
     def describe_data(cls, data_root: Path) -> list[DataRequirement]:

@@ -20,16 +20,16 @@ snapshot of the Hugging Face dataset ``wjpoom/SPEC`` in the hub cache, which hol
 ``data.zip`` (the official instructions download it with ``hf_hub_download`` and unpack it).
 
 Items: an image-to-text item is 1 image x K captions (``truth`` = the label); a text-to-image item
-is K images x 1 caption, whose right image is ``meta["label"]`` (``truth`` cannot say which image:
-it says, for every image, that the one caption is its text).
+is K images x 1 caption, whose right image is ``meta["label"]`` (``truth`` says the same: the caption
+for the label image, NO_TEXT for the others).
 
 Metrics per subset, as the official wrappers compute them: ``i2t_accuracy`` and ``t2i_accuracy``,
 the share of queries whose prediction is the label, and, over the subsets evaluated, ``mean`` of
 each (``eval.py`` prints the plain average over subsets). The official prediction is
 ``torch.argmax`` over the candidates, which returns the first of equal top scores, so a tie counts
-as right when the label is the first of the tied candidates; that is the default here
-(``--bench-opt ties=argmax``). ``ties=strict`` counts every tie as wrong, the harness's rule
-elsewhere. Rows name the rule in their details.
+as right when the label is the first of the tied candidates: ``--bench-opt ties=official``. The
+default is the harness's strict rule (a tie is wrong), as for every benchmark. Rows name the rule in
+their details.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.hf_data import hub_cache_dir, hub_snapshot
-from harness.api import Benchmark, DataRequirement, Item, MetricRow
+from harness.api import NO_TEXT, Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
 from harness.metrics import accuracy_row, macro_accuracy_row
@@ -55,7 +55,6 @@ SUBSETS = ("absolute_size", "relative_size", "absolute_spatial", "relative_spati
 FILES = {"i2t": "image2text.json", "t2i": "text2image.json"}
 HF_ID = "wjpoom/SPEC"
 ZIP_NAME = "data.zip"
-TIE_RULES = ("argmax", "strict")
 HOW_TO_GET = (
     "Where there is network, run `huggingface-cli download wjpoom/SPEC data.zip --repo-type dataset "
     "--local-dir <data-root>/spec` (1.56 GB; the official README does the same with hf_hub_download) and "
@@ -74,8 +73,9 @@ class Spec(Benchmark):
     # text-to-image items compare images for one caption, so scorers must score whole matrices
     comparisons = "matrix"
     OPTIONS = (
-        Option("ties", Choice(*TIE_RULES), "argmax", "argmax: the official rule, the first of equal top scores "
-                                                     "is the prediction; strict: a tie is wrong"),
+        Option("ties", Choice("strict", "official"), "strict", "strict: a tie is wrong (the harness's rule); "
+                                                               "official: the first of equal top scores is the "
+                                                               "prediction (the official torch.argmax)"),
         Option("root", FilePath(), None, "folder holding the six subset folders or data.zip (default: <data-root>/spec)"),
         Option("hf_id", Text(), HF_ID, "the dataset to look for in the hub cache when the root lacks it"),
     )
@@ -125,7 +125,8 @@ class Spec(Benchmark):
                                       truth=(label,), meta=meta))
                 else:
                     items.append(Item(id=f"{subset}/t2i/{k}", images=tuple(f"{subset}/{key}" for key in keys),
-                                      texts=(query,), truth=(0,) * len(keys), meta=meta))
+                                      texts=(query,), truth=tuple(0 if k == label else NO_TEXT for k in range(len(keys))),
+                                      meta=meta))
         return items
 
     def load_image(self, ref: str) -> Image.Image:
@@ -176,15 +177,15 @@ class Spec(Benchmark):
         return [in_hub] if hub is not None else [in_root, in_hub]
 
 
-def spec_correct(item: Item, scores: np.ndarray, ties: str = "argmax") -> bool:
+def spec_correct(item: Item, scores: np.ndarray, ties: str = "strict") -> bool:
     """Whether a SPEC item's query picks its label. Image-to-text compares the captions of the one
     image (row 0), text-to-image the images for the one caption (column 0). ``argmax``: the first
-    of equal top scores is the prediction (the official torch.argmax); ``strict``: the label must
-    score above every other candidate."""
+    of equal top scores is the prediction (``official``: the official torch.argmax); ``strict``: the
+    label must score above every other candidate."""
     s = np.asarray(scores, dtype=float)
     candidates = s[0] if item.meta["direction"] == "i2t" else s[:, 0]
     label = int(item.meta["label"])
-    if ties == "argmax":
+    if ties == "official":
         return int(np.argmax(candidates)) == label  # numpy, like torch, returns the first maximum
     return bool(candidates[label] > np.delete(candidates, label).max())
 

@@ -24,7 +24,7 @@ the sentence belongs to the positive image and to no other; the decision is the 
 types the same way).
 
 Ties: GDBench's ``np.argmax`` sends a tie to the positive image, so it counts a tie as right. The
-default here is the harness's strict rule (a tie is wrong); ``--bench-opt tie_rule=argmax``
+default here is the harness's strict rule (a tie is wrong); ``--bench-opt ties=official``
 reproduces GDBench. Rows count their tied items (``tied_items``).
 
 The paper's own metric (``probing_image_text_models.ipynb``) is different: an image-text matching
@@ -47,7 +47,7 @@ from PIL import Image
 from harness.api import NO_TEXT, Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, HarnessError, MissingDataError
 from harness.images import decode_image
-from harness.metrics import TIE_RULES, accuracy_row, by_subset, tied_at_top, wins
+from harness.metrics import accuracy_row, by_subset, tied_at_top, wins
 from harness.options import Choice, FilePath, Option, Text
 
 SUBSETS = ("subj", "verb", "obj")
@@ -76,8 +76,8 @@ class SVOProbes(Benchmark):
         Option("images", FilePath(), None, "folder of the downloaded images (default: <data-root>/svo/images)"),
         Option("image_name", Text(), "{image_id}.jpg",
                "file name of an image in that folder; {image_id} stands for the CSV's pos_image_id/neg_image_id"),
-        Option("tie_rule", Choice(*TIE_RULES), "strict",
-               "strict = a tie is wrong (the harness's rule); argmax = a tie goes to the positive image, "
+        Option("ties", Choice("strict", "official"), "strict",
+               "strict = a tie is wrong (the harness's rule); official = a tie goes to the positive image, "
                "as GDBench's np.argmax decides"),
     )
 
@@ -89,7 +89,8 @@ class SVOProbes(Benchmark):
         if "{image_id}" not in self.image_name:
             raise HarnessError(f"--bench-opt image_name={self.image_name!r} for benchmark svo-probes must contain "
                                "{image_id}, where each image's id goes (e.g. {image_id}.jpg)")
-        self.tie_rule: str = self.options["tie_rule"]
+        self.ties: str = self.options["ties"]
+        self.tie_rule = "argmax" if self.ties == "official" else "strict"  # GDBench decides by np.argmax
         self.rows_in_file: dict[str, int] = {}  # per negative type
         self.left_out: dict[str, int] = {}  # per negative type: items missing an image
         self.ambiguous_flags = 0
@@ -186,7 +187,7 @@ class SVOProbes(Benchmark):
             correct = np.array([wins(m[:, 0], 0, self.tie_rule) for m in matrices])
             tied = int(sum(tied_at_top(m[:, 0]) for m in matrices))
             left_out = self.left_out.get(subset, 0)
-            details = {"tie_rule": self.tie_rule, "tied_items": tied, "left_out_missing_images": left_out,
+            details = {"ties": self.ties, "tied_items": tied, "left_out_missing_images": left_out,
                        "rows_in_file": self.rows_in_file.get(subset, 0)}
             rows.append(replace(accuracy_row(subset, "accuracy", correct, seed), details=details))
             every_correct.append(correct)
@@ -195,13 +196,13 @@ class SVOProbes(Benchmark):
         if len(rows) > 1:
             overall = accuracy_row("all", "accuracy", np.concatenate(every_correct), seed)
             rows.append(replace(overall, details={
-                "tie_rule": self.tie_rule, "tied_items": tied_total, "left_out_missing_images": left_out_total,
+                "ties": self.ties, "tied_items": tied_total, "left_out_missing_images": left_out_total,
                 "rows_in_file": sum(self.rows_in_file.get(r.subset, 0) for r in rows),
                 "negative_types": sorted(r.subset for r in rows)}))
         return rows
 
     def details(self) -> dict[str, Any]:
-        return {"tie_rule": self.tie_rule, "rows_without_exactly_one_flag": self.ambiguous_flags}
+        return {"ties": self.ties, "rows_without_exactly_one_flag": self.ambiguous_flags}
 
     @classmethod
     def describe_data(cls, data_root: Path) -> list[DataRequirement]:

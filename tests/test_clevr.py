@@ -62,20 +62,20 @@ def test_accuracy_per_subtask_and_overall_by_hand_under_both_tie_rules(root):
         subtask = item.meta["subset"]
         scores.append(np.array([patterns.get(subtask, default)[counters[subtask]]]))
         counters[subtask] += 1
-    for rule in ("strict", "argmax"):
-        bench = CLEVR(root, tie_rule=rule)
+    for rule in ("strict", "official"):
+        bench = CLEVR(root, ties=rule)
         rows = {(r.subset, r.metric): r for r in bench.metrics(items, scores, seed=0)}
         assert set(rows) == {(s, "accuracy") for s in SUBTASKS} | {("all", "accuracy")}
         for subtask in SUBTASKS:
             chosen = [s for item, s in zip(items, scores) if item.meta["subset"] == subtask]
             row = rows[(subtask, "accuracy")]
             assert row.value == pytest.approx(_hand_accuracy(chosen, rule)) and row.n == 6
-            assert row.details["tie_rule"] == rule and row.details["expected_n"] == 1148
+            assert row.details["ties"] == rule and row.details["expected_n"] == 1148
             assert row.ci_low <= row.value <= row.ci_high
         assert rows[("all", "accuracy")].value == pytest.approx(_hand_accuracy(scores, rule))
         assert rows[("all", "accuracy")].n == 42 and rows[("all", "accuracy")].details["tied_items"] == 3
     strict = {r.subset: r.value for r in CLEVR(root).metrics(items, scores, seed=0)}
-    lenient = {r.subset: r.value for r in CLEVR(root, tie_rule="argmax").metrics(items, scores, seed=0)}
+    lenient = {r.subset: r.value for r in CLEVR(root, ties="official").metrics(items, scores, seed=0)}
     # the tie rules part on the tied items only: 1 of 6 in pair_binding_size, 2 of 6 in spatial
     assert strict["pair_binding_size"] == pytest.approx(50.0) and lenient["pair_binding_size"] == pytest.approx(400 / 6)
     assert strict["spatial"] == pytest.approx(200 / 6) and lenient["spatial"] == pytest.approx(400 / 6)
@@ -100,8 +100,8 @@ def test_missing_data_says_what_and_where(root, tmp_path):
     bench = CLEVR(root)
     assert {i.meta["subset"] for i in bench.items()} == set(SUBTASKS) - {"spatial"}
     assert list(bench.skipped) == ["spatial"]
-    with pytest.raises(HarnessError, match="tie_rule.*expected one of strict, argmax"):
-        CLEVR(root, tie_rule="lenient")
+    with pytest.raises(HarnessError, match="ties.*expected one of strict, official"):
+        CLEVR(root, ties="lenient")
 
 
 def test_malformed_records_are_named(root):

@@ -64,8 +64,8 @@ def test_accuracy_per_negative_type_by_hand_under_both_tie_rules(root):
     columns = [(0.9, 0.1), (0.4, 0.4), (0.2, 0.6), (0.3, 0.3), (0.8, 0.5), (0.7, 0.1)]
     scores = [np.array([[p], [n]]) for p, n in columns]
     for rule, expected in (("strict", {"subj": 50.0, "verb": 50.0, "obj": 50.0, "all": 50.0}),
-                           ("argmax", {"subj": 100.0, "verb": 100.0, "obj": 50.0, "all": 500 / 6})):
-        bench = SVOProbes(root, tie_rule=rule)
+                           ("official", {"subj": 100.0, "verb": 100.0, "obj": 50.0, "all": 500 / 6})):
+        bench = SVOProbes(root, ties=rule)
         items = bench.items()
         rows = {r.subset: r for r in bench.metrics(items, scores, seed=0)}
         assert set(rows) == {"subj", "verb", "obj", "all"} and all(r.metric == "accuracy" for r in rows.values())
@@ -73,7 +73,7 @@ def test_accuracy_per_negative_type_by_hand_under_both_tie_rules(root):
             chosen = [s for item, s in zip(items, scores) if subset in ("all", item.meta["subset"])]
             assert rows[subset].value == pytest.approx(value) == pytest.approx(_hand_accuracy(chosen, rule))
         assert rows["subj"].n == 2 and rows["all"].n == 6
-        assert rows["subj"].details == {"tie_rule": rule, "tied_items": 1, "left_out_missing_images": 1,
+        assert rows["subj"].details == {"ties": rule, "tied_items": 1, "left_out_missing_images": 1,
                                         "rows_in_file": 3}
         assert rows["obj"].details["left_out_missing_images"] == 0
         assert rows["all"].details["left_out_missing_images"] == 1 and rows["all"].details["rows_in_file"] == 7
