@@ -13,14 +13,13 @@ BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
 
 
-def strictly_first(scores: np.ndarray, truth: int) -> bool:
-    """The correct text of a one-image item scores strictly higher than every other: a tie is
-    wrong (an argmax would send it to the lowest index). The rule of ARO, SugarCrepe and shapes."""
-    row = np.asarray(scores)[0]
-    return bool(row[truth] > np.delete(row, truth).max())
-
-
 TIE_RULES = ("strict", "argmax")
+
+
+def strictly_first(scores: np.ndarray, truth: int) -> bool:
+    """The correct text of a one-image item (row 0 of its matrix) scores strictly higher than every
+    other: a tie is wrong (an argmax would send it to the lowest index). The harness's rule."""
+    return wins(np.asarray(scores)[0], truth, "strict")
 
 
 def wins(values: np.ndarray, truth: int, tie_rule: str = "strict") -> bool:
