@@ -113,6 +113,7 @@ class Winoground(Benchmark):
             {m: [o[m] for o in outcomes] for m in ("text", "image", "group")},
             {field: [item.meta[field] for item in items] for field in BREAKDOWNS},
             seed,
+            ids=[item.id for item in items],
         )
 
     def details(self) -> dict[str, Any]:
