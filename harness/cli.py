@@ -201,13 +201,22 @@ def report(
     results_dir: Annotated[Path, typer.Option(help="Folder holding leaderboard.csv.")] = Path("results"),
     out: Annotated[Optional[Path], typer.Option(help="Where the figures and report.md go. Default: RESULTS_DIR/report.")
                    ] = None,
+    html: Annotated[bool, typer.Option(help="Also write index.html: sortable leaderboard, comparisons, item browser.")
+                    ] = True,
+    max_items: Annotated[int, typer.Option(
+        help="Items per benchmark in the item browser (those that comparisons point at are always there).")] = 2000,
+    thumbnails: Annotated[bool, typer.Option(help="Write thumbnails of the items' images into the report folder.")
+                          ] = True,
 ) -> None:
-    """Figures of the leaderboard (bars with confidence intervals per benchmark) and a markdown page."""
+    """Figures of the leaderboard (bars with confidence intervals per benchmark), a markdown page
+    and a browsable index.html (no server, no network) with an item browser per benchmark."""
     from harness.report import make_report
 
     with user_errors():
-        path = make_report(results_dir, out)
+        path = make_report(results_dir, out, html=html, max_items=max_items, thumbnails=thumbnails)
     typer.echo(f"report written to {path}")
+    if html:
+        typer.echo(f"open {path.parent / 'index.html'} in a browser (from disk: no server needed)")
 
 
 @app.command("data")

@@ -10,7 +10,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -169,19 +169,42 @@ class RunResult:
 
 
 MAX_CANDIDATES_IN_RECORD = 16
+PER_ITEM_FIELDS = ("item_ids", "item_values", "item_groups")
+
+
+def _row_fields(row: MetricRow) -> dict[str, Any]:
+    """A metric row's fields for the result files, without the per-item values (those stay in
+    memory, for `harness compare`)."""
+    return {f.name: getattr(row, f.name) for f in fields(row) if f.name not in PER_ITEM_FIELDS}
 
 
 def _item_record(item: Item, scores: np.ndarray, benchmark: Benchmark) -> dict[str, Any]:
     """One line of item_scores.jsonl. Items with many candidates (a zero-shot item has a thousand
     classes of 80 prompts) keep their five best candidates per image (best5); the store has all."""
     labels = [t if isinstance(t, str) else t.label for t in item.texts]
-    record: dict[str, Any] = {"item_id": item.id, "truth": list(item.truth)}
+    # the image refs and meta let `harness report` show the item (thumbnails, tags) beside its scores
+    record: dict[str, Any] = {"item_id": item.id, "truth": list(item.truth), "images": list(item.images),
+                              "meta": _json_safe(dict(item.meta))}
     if len(labels) <= MAX_CANDIDATES_IN_RECORD:
         record.update(texts=labels, scores=scores)
     else:
         best = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+        record["truth_texts"] = [labels[t] for t in item.truth]
         record["best5"] = [[[labels[j], float(row[j])] for j in order] for row, order in zip(scores, best)]
     return {**record, **benchmark.outcome(item, scores)}
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON values: numpy scalars become numbers, tuples lists, anything else its text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return str(value)
 
 
 def new_run_id() -> str:
@@ -285,7 +308,7 @@ def run(
         "device": scorer_obj.device_name, "seed": seed, "scorer_key": evaluation.scorer_key,
     }
     details = benchmark.details()
-    rows = [{**common, **asdict(r), "details": {**details, **(r.details or {})}} for r in evaluation.rows]
+    rows = [{**common, **_row_fields(r), "details": {**details, **(r.details or {})}} for r in evaluation.rows]
     item_records = (_item_record(item, m, benchmark) for item, m in zip(evaluation.items, evaluation.scores))
     results.write_run_files(run_dir, rows, item_records)
     leaderboard = results.append_rows(results_dir, rows)
