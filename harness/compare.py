@@ -11,8 +11,9 @@ scored. Each metric row then carries its items' values (``MetricRow.item_ids`` /
   with the same indices for both runs (within each group for macro-averaged rows, as
   ``harness.metrics.macro_accuracy_row`` does);
 - for binary per-item values, the exact McNemar test: a two-sided binomial test with p = 1/2 on
-  the discordant items (A right and B wrong, and the reverse), which it counts
-  (McNemar 1947; the exact form as in statsmodels' ``mcnemar(exact=True)``);
+  the discordant items (A right and B wrong, and the reverse), which it counts (McNemar 1947;
+  the same p-value as ``mcnemar(table, exact=True)`` in statsmodels/statsmodels,
+  ``statsmodels/stats/contingency_tables.py``: twice the binomial CDF at the smaller count, at most 1);
 - with more than two runs, every run against the first, and Holm's step-down correction of the
   p-values over those pairs, row by row (Holm 1979). Many rows and subsets are many more tests,
   which nothing here corrects for; the output says so.
@@ -574,9 +575,12 @@ def format_comparison(result: ComparisonResult) -> str:
                      f"lacks, B has {pair.only_b} that A lacks")
         lines += [f"{' ' * len(pair.benchmark)}  note: {note}" for note in pair.notes]
     several = len({r["run_b"] for r in result.rows}) > 1  # then each line names its B
+    # by its model where that tells the runs apart, else by its run id
+    labels = {r["run_b"]: r["model_b"] for r in result.rows}
+    name_b = labels if len(set(labels.values())) == len(labels) else {k: k for k in labels}
     table = []
     for r in result.rows:
-        table.append([r["benchmark"], r["subset"], r["metric"], *([r["run_b"]] if several else []),
+        table.append([r["benchmark"], r["subset"], r["metric"], *([name_b[r["run_b"]][:40]] if several else []),
                       f"{r['value_a']:.2f}", f"{r['value_b']:.2f}",
                       f"{r['difference']:+.2f} [{r['diff_ci_low']:+.2f}, {r['diff_ci_high']:+.2f}]",
                       r["a_right_b_wrong"], r["a_wrong_b_right"], _p(r["p_value"]), _p(r["p_holm"]), r["n"]])

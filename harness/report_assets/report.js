@@ -310,6 +310,9 @@
           list.forEach(function (id) { ids[id] = true; });
           state.cmp = {row: row, side: side, ids: ids, count: list.length};
           state.a = row.run_a; state.b = row.run_b; state.rel = "any"; state.page = 0;
+          // the outcome the row's metric is about, where the items record it under that name
+          if (data.outcomes.indexOf(row.metric) >= 0) state.key = row.metric;
+          else if (data.outcomes.indexOf("correct") >= 0) state.key = "correct";
           state.shown = [row.run_a, row.run_b].filter(function (id, i, all) { return all.indexOf(id) === i; });
         }
       } else {
