@@ -326,7 +326,6 @@ def compare(
     rows: list[dict[str, Any]] = []
     items: list[dict[str, Any]] = []
     summaries = []
-    family = len(runs) - 1
     for summary, matched, _ in done:
         summaries.append(summary)
         a, b = summary.run_a, summary.run_b
@@ -337,7 +336,7 @@ def compare(
                 "benchmark_version": a.version, "subset": ra.subset, "metric": ra.metric, "run_a": a.run_id,
                 "run_b": b.run_id, "model_a": a.label, "model_b": b.label, "n_common": summary.n_common,
                 "only_a": summary.only_a, "only_b": summary.only_b, "n": len(ra.item_values or ()),
-                "pairs": family, "seed": seed, "resamples": resamples, "caveat": CAVEAT,
+                "pairs": 1, "seed": seed, "resamples": resamples, "caveat": CAVEAT,
                 **{k: v for k, v in stats.items() if k not in ("a_better", "b_better")},
             })
             items.append({"benchmark": summary.benchmark, "subset": ra.subset, "metric": ra.metric,
@@ -513,13 +512,16 @@ def _row_statistics(ra: MetricRow, rb: MetricRow, seed: int, resamples: int) -> 
 
 
 def _holm_over_pairs(rows: list[dict[str, Any]]) -> None:
-    """Holm over the pairs (each run against the first) of every benchmark/subset/metric row."""
+    """Holm over the pairs (each run against the first) of every benchmark/subset/metric row;
+    ``pairs`` says how many pairs share that row."""
     families: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        if row["p_value"] is not None:
-            families.setdefault((row["benchmark"], row["subset"], row["metric"]), []).append(row)
+        families.setdefault((row["benchmark"], row["subset"], row["metric"]), []).append(row)
     for members in families.values():
-        for row, adjusted in zip(members, holm([r["p_value"] for r in members])):
+        for row in members:
+            row["pairs"] = len(members)
+        tested = [row for row in members if row["p_value"] is not None]
+        for row, adjusted in zip(tested, holm([r["p_value"] for r in tested])):
             row["p_holm"] = adjusted
 
 
