@@ -401,21 +401,24 @@ class ARO(Benchmark):
         rows: list[MetricRow] = []
         for subset, chosen, matrices in by_subset(items, scores, SUBSETS):
             correct = np.array([strictly_first(s, item.truth[0]) for item, s in zip(chosen, matrices)])
+            ids = [item.id for item in chosen]
             if subset.startswith("vg-"):
                 boxes = self._box_counts(chosen)
-                rows += self._vg_rows(subset, [item.meta["group"] for item in chosen], correct, seed, boxes)
+                rows += self._vg_rows(subset, [item.meta["group"] for item in chosen], correct, seed, ids, boxes)
             else:
                 path, sha, degenerate = self._frozen[subset]
                 details = {"order_options_file": path.name, "order_options_sha256": sha,
                            "order_seed": self.order_seed, "degenerate_items": degenerate}
-                rows.append(replace(accuracy_row(subset, "precision_at_1", correct, seed), details=details))
+                rows.append(replace(accuracy_row(subset, "precision_at_1", correct, seed, ids), details=details))
         return rows
 
     def _vg_rows(self, subset: str, groups: list[str], correct: np.ndarray, seed: int,
-                 boxes: dict[str, Any]) -> list[MetricRow]:
+                 ids: list[str], boxes: dict[str, Any]) -> list[MetricRow]:
         by_group: dict[str, list[bool]] = {}
-        for group, ok in zip(groups, correct):
+        group_ids: dict[str, list[str]] = {}
+        for group, ok, item_id in zip(groups, correct, ids):
             by_group.setdefault(group, []).append(bool(ok))
+            group_ids.setdefault(group, []).append(item_id)
         if subset == "vg-relation":
             symmetric = symmetric_relations()
             kept = {g: v for g, v in by_group.items() if g not in symmetric}
@@ -425,12 +428,14 @@ class ARO(Benchmark):
             kept = {g: v for g, v in by_group.items() if len(v) >= ATTRIBUTE_MIN_ITEMS}
             rule = {"min_items_per_pair": ATTRIBUTE_MIN_ITEMS, "dropped_pairs": len(by_group) - len(kept)}
             field = "attributes"
-        rows = [replace(accuracy_row(subset, "accuracy", correct, seed), details=boxes)]
+        rows = [replace(accuracy_row(subset, "accuracy", correct, seed, ids), details=boxes)]
         if kept:  # with no group left (a small --limit), there is no macro accuracy to report
-            macro = macro_accuracy_row(subset, "macro_accuracy", [np.array(v) for v in kept.values()], seed)
+            macro = macro_accuracy_row(subset, "macro_accuracy", [np.array(v) for v in kept.values()], seed,
+                                       ids=[group_ids[g] for g in kept], names=list(kept))
             rows.insert(0, replace(macro, details={**rule, "groups": len(kept), **boxes}))
         for group in sorted(by_group):
-            row = accuracy_row(f"{subset}/{field}={group}", "accuracy", np.array(by_group[group]), seed)
+            row = accuracy_row(f"{subset}/{field}={group}", "accuracy", np.array(by_group[group]), seed,
+                               group_ids[group])
             rows.append(replace(row, details={"in_macro": group in kept}))
         return rows
 

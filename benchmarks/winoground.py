@@ -153,14 +153,15 @@ class Winoground(Benchmark):
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
         outcomes = [winoground_outcome(s) for s in scores]
         correct = {m: [o[m] for o in outcomes] for m in ("text", "image", "group")}
+        ids = [item.id for item in items]
         rows = grouped_accuracy_rows(correct, {field: [item.meta[field] for item in items] for field in BREAKDOWNS},
-                                     seed)
+                                     seed, ids=ids)
         if self.subset is not None:  # rows named by the subset, so they never pose as the whole benchmark's
             return [replace(r, subset=self.subset if r.subset == "all" else f"{self.subset}/{r.subset}")
                     for r in rows]
         order = [NO_TAG, *(t.replace(" ", "") for t in DIWAN_TAGS)]
         tagged = tagged_accuracy_rows(correct, [item.meta.get("diwan_tags") for item in items], "diwan_tag", seed,
-                                      order)
+                                      order, ids=ids)
         source = {"hardness_tags": f"Diwan et al. 2022, {self.tags_file.name}"}
         return rows + [replace(r, details=source) for r in tagged]
 

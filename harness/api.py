@@ -77,7 +77,15 @@ class Item:
 
 @dataclass(frozen=True)
 class MetricRow:
-    """One number of a benchmark's result. ``value`` and the interval are percentages."""
+    """One number of a benchmark's result. ``value`` and the interval are percentages.
+
+    The per-item fields let ``harness compare`` pair two runs item by item. ``item_ids`` are the
+    ids of the items the row aggregates and ``item_values`` one number per item (1/0 for a binary
+    outcome): the row's value is 100 x their mean, or, when ``item_groups`` names each item's group
+    (a macro-averaged row), 100 x the mean over groups of each group's mean. They stay in memory:
+    no CSV file holds them. Rows made by the helpers in ``harness.metrics`` fill them when given
+    ``ids=``.
+    """
 
     subset: str  # "all", a benchmark subset, or a breakdown containing "field=value"
     metric: str
@@ -86,6 +94,14 @@ class MetricRow:
     ci_low: float | None = None
     ci_high: float | None = None
     details: Mapping[str, Any] | None = None  # merged into the benchmark's details for this row
+    item_ids: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+    item_values: tuple[float, ...] | None = field(default=None, repr=False, compare=False)
+    item_groups: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def per_item(self) -> bool:
+        """Whether the row carries the per-item values that a paired comparison needs."""
+        return self.item_ids is not None and self.item_values is not None
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,10 @@ class Benchmark(ABC):
     subsets: ClassVar[tuple[str, ...]] = ()
     comparisons: ClassVar[Comparisons] = "matrix"
     OPTIONS: ClassVar[tuple[Option, ...]] = ()
+    # Keys of ``details()`` that only say how many items were drawn (shapes' ``n``): ``harness
+    # compare`` pairs two runs that differ in them on the items they share. A difference in any
+    # other key (a data source, an image size) refuses the comparison.
+    scope_details: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, data_root: Path, subset: str | None = None, **options: Any) -> None:
         """``subset`` None means every subset whose data is present; the others are listed in

@@ -232,18 +232,58 @@ def leaderboard(
         typer.echo(f"\nwide table written to {csv}")
 
 
+@app.command("compare")
+def compare(
+    runs: Annotated[list[str], typer.Argument(
+        help="Two or more runs: run ids (folders in RESULTS_DIR/runs) or SCORER:MODEL (the newest finished run of "
+             "that scorer and model on each benchmark, e.g. clip:toy:clip). Every run is compared with the first.")],
+    results_dir: Annotated[Path, typer.Option(help="Folder holding runs/ and scores.sqlite.")] = Path("results"),
+    bench: Annotated[Optional[str], typer.Option(help="Only this benchmark.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the paired bootstrap.")] = 0,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
+    data_root: Annotated[Optional[Path], typer.Option(
+        help="Where the benchmark data is now, if it moved since the runs (default: the runs' own).")] = None,
+    write: Annotated[bool, typer.Option(
+        help="Append the rows to RESULTS_DIR/comparisons.csv (and the items behind them to comparisons/).")] = True,
+) -> None:
+    """Paired comparison of runs on the items they share: the difference with a paired bootstrap
+    interval and, for right/wrong outcomes, an exact McNemar test, per subset and metric."""
+    from harness.compare import compare as compare_runs
+    from harness.compare import format_comparison
+
+    if resamples < 1:
+        typer.echo("error: --resamples must be at least 1", err=True)
+        raise typer.Exit(2)
+    with user_errors("nothing was written."):
+        result = compare_runs(runs, results_dir, bench=bench, seed=seed, resamples=resamples, data_root=data_root,
+                              write=write)
+    typer.echo(format_comparison(result))
+    if result.csv_path is not None:
+        typer.echo(f"\ncomparison {result.comparison_id}: rows appended to {result.csv_path}; items behind them in "
+                   f"{result.items_path} (`harness report` links them to its item browser)")
+
+
 @app.command("report")
 def report(
     results_dir: Annotated[Path, typer.Option(help="Folder holding leaderboard.csv.")] = Path("results"),
     out: Annotated[Optional[Path], typer.Option(help="Where the figures and report.md go. Default: RESULTS_DIR/report.")
                    ] = None,
+    html: Annotated[bool, typer.Option(help="Also write index.html: sortable leaderboard, comparisons, item browser.")
+                    ] = True,
+    max_items: Annotated[int, typer.Option(
+        help="Items per benchmark in the item browser (those that comparisons point at are always there).")] = 2000,
+    thumbnails: Annotated[bool, typer.Option(help="Write thumbnails of the items' images into the report folder.")
+                          ] = True,
 ) -> None:
-    """Figures of the leaderboard (bars with confidence intervals per benchmark) and a markdown page."""
+    """Figures of the leaderboard (bars with confidence intervals per benchmark), a markdown page
+    and a browsable index.html (no server, no network) with an item browser per benchmark."""
     from harness.report import make_report
 
     with user_errors():
-        path = make_report(results_dir, out)
+        path = make_report(results_dir, out, html=html, max_items=max_items, thumbnails=thumbnails)
     typer.echo(f"report written to {path}")
+    if html:
+        typer.echo(f"open {path.parent / 'index.html'} in a browser (from disk: no server needed)")
 
 
 @app.command("data")

@@ -10,7 +10,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +199,13 @@ class RunResult:
 
 
 MAX_CANDIDATES_IN_RECORD = 16
+PER_ITEM_FIELDS = ("item_ids", "item_values", "item_groups")
+
+
+def _row_fields(row: MetricRow) -> dict[str, Any]:
+    """A metric row's fields for the result files, without the per-item values (those stay in
+    memory, for `harness compare`)."""
+    return {f.name: getattr(row, f.name) for f in fields(row) if f.name not in PER_ITEM_FIELDS}
 
 
 def _item_record(item: Item, scores: np.ndarray | None, benchmark: Benchmark) -> dict[str, Any]:
@@ -207,7 +214,9 @@ def _item_record(item: Item, scores: np.ndarray | None, benchmark: Benchmark) ->
     A text-query item carries its query texts (the matrix rows); one the scorer could not score
     has ``"scores": null``."""
     labels = [t if isinstance(t, str) else t.label for t in item.texts]
-    record: dict[str, Any] = {"item_id": item.id, "truth": list(item.truth)}
+    # the image refs and meta let `harness report` show the item (thumbnails, tags) beside its scores
+    record: dict[str, Any] = {"item_id": item.id, "truth": list(item.truth), "images": list(item.images),
+                              "meta": _json_safe(dict(item.meta))}
     if item.query_texts:
         record["query_texts"] = list(item.query_texts)
     if scores is None:
@@ -216,6 +225,7 @@ def _item_record(item: Item, scores: np.ndarray | None, benchmark: Benchmark) ->
         record.update(texts=labels, scores=scores)
     else:
         best = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+        record["truth_texts"] = [labels[t] for t in item.truth]
         record["best5"] = [[[labels[j], float(row[j])] for j in order] for row, order in zip(scores, best)]
     return {**record, **benchmark.outcome(item, scores)}
 
@@ -227,6 +237,19 @@ def _shortlist_spec(shortlist: str | None) -> Any:
     from harness.shortlist import parse_shortlist
 
     return parse_shortlist(shortlist)
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON values: numpy scalars become numbers, tuples lists, anything else its text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return str(value)
 
 
 def new_run_id() -> str:
@@ -344,7 +367,7 @@ def run(
     if shortlisted is not None:  # rows name both scorers and k
         common["scorer"] = shortlisted.label(scorer)
         details = {**details, **shortlisted.row_details()}
-    rows = [{**common, **asdict(r), "details": {**details, **(r.details or {})}} for r in evaluation.rows]
+    rows = [{**common, **_row_fields(r), "details": {**details, **(r.details or {})}} for r in evaluation.rows]
     item_records = (_item_record(item, m, benchmark) for item, m in zip(evaluation.items, evaluation.scores))
     results.write_run_files(run_dir, rows, item_records)
     leaderboard = results.append_rows(results_dir, rows)

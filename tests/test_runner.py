@@ -101,7 +101,10 @@ def test_run_files_record_config_rows_and_item_scores(tiny_clip, wino_parquet_ro
     lines = [json.loads(x) for x in (result.run_dir / "item_scores.jsonl").read_text().splitlines()]
     assert [x["item_id"] for x in lines] == ["0", "1", "2", "3", "4"]
     assert np.array(lines[0]["scores"]).shape == (2, 2) and set(lines[0]) >= {"text", "image", "group"}
+    # what `harness report` shows beside the scores: the image refs and the item's meta
+    assert lines[0]["images"] == ["0:image_0", "0:image_1"] and lines[0]["meta"]["collapsed_tag"] == "Object"
     row = result.rows[0]
+    assert "item_ids" not in row and "item_values" not in row  # per-item values stay in memory
     assert row["n"] == 5 and row["seed"] == 7 and row["benchmark_version"] == "1"
     # the row names the model portably (folder name and weights hash); config.json keeps the path
     weights = config["scorer_fingerprint"]["weights"][:12]

@@ -186,7 +186,8 @@ class ZeroShot(Benchmark):
             matrix = np.stack([np.asarray(scores[k], dtype=float)[0] for k in members])
             truth = np.array([items[k].truth[0] for k in members])
             rows += classification_rows(subset, matrix, truth, seed,
-                                        {"templates": items[members[0]].meta["templates"]})
+                                        {"templates": items[members[0]].meta["templates"]},
+                                        ids=[items[k].id for k in members])
         return rows
 
     def details(self) -> dict[str, Any]:
