@@ -195,16 +195,17 @@ def load_run(results_dir: Path, run_id: str) -> Run:
 
 
 def finished_runs(results_dir: Path) -> list[Run]:
-    """Every finished run in ``<results_dir>/runs/``, oldest first (run ids begin with their time)."""
-    out = []
+    """Every finished run in ``<results_dir>/runs/``, oldest first (by start time; run ids begin
+    with their second)."""
+    found = []
     for path in sorted((Path(results_dir) / "runs").glob("*/config.json")):
         try:
             config = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         if config.get("status") == "done":
-            out.append(load_run(results_dir, path.parent.name))
-    return out
+            found.append((config.get("started", 0.0), path.parent.name))
+    return [load_run(results_dir, run_id) for _, run_id in sorted(found)]
 
 
 def resolve(spec: str, results_dir: Path, bench: str | None = None) -> dict[str, Run]:

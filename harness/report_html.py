@@ -123,7 +123,9 @@ def _run_entry(run: _RunData, record: Mapping[str, Any] | None) -> dict[str, Any
     extra = {k: v for k, v in record.items() if k not in RECORD_FIELDS and not isinstance(v, bool)}
     if extra:
         entry["x"] = extra  # e.g. zero-shot's predicted class
-    if "scores" in record:
+    if record.get("scores") is None and "scores" in record:
+        entry["n"] = "not computed: this scorer cannot score this item (e.g. no text-to-text score)"
+    elif "scores" in record:
         entry["s"] = [[_round(v) for v in row] for row in record["scores"]]
         entry["d"] = _decisions(record["scores"])
     elif "best5" in record:
@@ -213,7 +215,7 @@ def _benchmarks(results_dir: Path, run_ids: Iterable[str]) -> tuple[dict[str, _B
         bench = found.setdefault(name, _Benchmark(name))
         bench.runs.append(_RunData(run_id, config, _label(config, rows), _read_records(records_path)))
     for bench in found.values():
-        bench.runs.sort(key=lambda r: r.run_id)  # run ids start with their time: oldest first
+        bench.runs.sort(key=lambda r: (r.config.get("started", 0.0), r.run_id))  # oldest first
     return found, notes
 
 

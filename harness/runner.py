@@ -335,6 +335,7 @@ def run(
         "benchmark_details": benchmark.details(), "skipped_subsets": benchmark.skipped,
         "harness_version": harness.__version__,
         "git_commit": results.git_commit(), "device": scorer_obj.device_name,
+        "started": dt.datetime.now().timestamp(),  # orders runs started within the same second
         **results.process_stamp(),  # lets a later run tell that a killed run is not running any more
     }
     if spec is not None:

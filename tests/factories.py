@@ -246,7 +246,8 @@ def write_benchmark_data(name: str, root: Path, n: int = 6) -> dict:
     except ModuleNotFoundError as err:
         raise KeyError(f"no fixture writer for benchmark {name!r}: add tests/benchmark_fixtures/"
                        f"{name.replace('-', '_')}.py with write(root, n)") from err
-    return module.write(root, n) or {}
+    options = module.write(root, n)  # a writer may return other things for its own tests
+    return options if isinstance(options, dict) else {}
 
 
 # -- ARO ------------------------------------------------------------------------------------------

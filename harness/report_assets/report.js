@@ -243,6 +243,11 @@
       table.appendChild(el("tr", {}, [el("th")].concat(item.t.map(function (_, j) { return el("th", {title: item.t[j]}, ["t" + j]); }))));
       entry.s.forEach(function (row, i) {
         var truth = item.y[i], decided = entry.d[i];
+        if (truth < 0) {  // NO_TEXT: no candidate describes this image (e.g. a negative image)
+          table.appendChild(el("tr", {}, [el("th", {title: "no text belongs to this image"}, ["i" + i + " (none)"])].concat(
+            row.map(function (v) { return el("td", {}, [String(v)]); }))));
+          return;
+        }
         var ok = decided === truth;
         var cells = [el("th", {"class": ok ? "right" : "wrong", title: decided < 0 ? "tie at the top: wrong" :
           "picks t" + decided + (ok ? " (right)" : " (wrong: t" + truth + " belongs to this image)")}, ["i" + i + (ok ? " \u2713" : " \u2717")])];
@@ -255,6 +260,8 @@
         });
         table.appendChild(el("tr", {}, cells));
       });
+    } else if (entry.n) {
+      table.appendChild(el("tr", {}, [el("td", {"class": "note"}, [entry.n])]));
     } else if (entry.b) {
       entry.b.forEach(function (best, i) {
         var truthText = item.tt ? item.tt[i] : null;
