@@ -121,18 +121,20 @@ class CLEVR(Benchmark):
 
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
         rows = []
-        every_correct, every_tied = [], []
+        every_correct, every_tied, every_id = [], [], []
         for subtask, chosen, matrices in by_subset(items, scores, SUBTASKS):
+            ids = [item.id for item in chosen]
             correct = np.array([wins(m[0], item.truth[0], self.tie_rule) for item, m in zip(chosen, matrices)])
             tied = int(sum(tied_at_top(m[0]) for m in matrices))
             details: dict[str, Any] = {"ties": self.ties, "tied_items": tied}
             if len(correct) != EXPECTED_ITEMS:  # a partial download or a --limit
                 details["expected_n"] = EXPECTED_ITEMS
-            rows.append(replace(accuracy_row(subtask, "accuracy", correct, seed), details=details))
+            rows.append(replace(accuracy_row(subtask, "accuracy", correct, seed, ids), details=details))
             every_correct.append(correct)
             every_tied.append(tied)
+            every_id += ids
         if len(rows) > 1:
-            overall = accuracy_row("all", "accuracy", np.concatenate(every_correct), seed)
+            overall = accuracy_row("all", "accuracy", np.concatenate(every_correct), seed, every_id)
             rows.append(replace(overall, details={"ties": self.ties, "tied_items": sum(every_tied),
                                                   "subtasks": sorted(r.subset for r in rows)}))
         return rows

@@ -115,7 +115,8 @@ class ColorSwap(Benchmark):
         # a breakdown only where every item carries the field (the hub copy may lack them)
         groups = {field: [item.meta[field] for item in items] for field in BREAKDOWNS
                   if items and all(field in item.meta for item in items)}
-        return grouped_accuracy_rows({m: [o[m] for o in outcomes] for m in ("text", "image", "group")}, groups, seed)
+        return grouped_accuracy_rows({m: [o[m] for o in outcomes] for m in ("text", "image", "group")}, groups, seed,
+                                     ids=[item.id for item in items])
 
     def details(self) -> dict[str, Any]:
         return {"source": self.source.description, "split": self.split}

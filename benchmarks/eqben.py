@@ -122,11 +122,13 @@ class EqBen(Benchmark):
         groups = [s for s in SUBSETS if s in set(subsets.tolist())]
         if len(groups) > 1:
             groups.insert(0, "all")
+        ids = np.array([item.id for item in items], dtype=object)
         rows = []
         for group in groups:
             mask = np.ones(len(items), bool) if group == "all" else subsets == group
             for metric in ("text", "image", "group"):
-                rows.append(accuracy_row(group, metric, np.array([o[metric] for o in outcomes])[mask], seed))
+                rows.append(accuracy_row(group, metric, np.array([o[metric] for o in outcomes])[mask], seed,
+                                         ids[mask].tolist()))
         return rows
 
     def details(self) -> dict[str, Any]:

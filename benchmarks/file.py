@@ -164,7 +164,8 @@ def _outcome(item: Item, scores: np.ndarray) -> dict[str, bool]:
 
 def file_metrics(items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
     """``accuracy`` over one-image items and ``text``/``image``/``group`` over two-image items, for
-    all items, per subset and per tag (``tag=<tag>``), each with its bootstrap interval."""
+    all items, per subset and per tag (``tag=<tag>``), each with its bootstrap interval and its
+    items' ids and outcomes (for ``harness compare``)."""
     outcomes = [_outcome(item, s) for item, s in zip(items, scores)]
     groups: list[tuple[str, list[int]]] = [("all", list(range(len(items))))]
     subsets = list(dict.fromkeys(item.meta["subset"] for item in items if item.meta.get("subset")))
@@ -174,9 +175,10 @@ def file_metrics(items: Sequence[Item], scores: Sequence[np.ndarray], seed: int)
     rows = []
     for subset, members in groups:
         for metric, outcome in METRICS:
-            values = [outcomes[k][outcome] for k in members if outcome in outcomes[k]]
-            if values:
-                rows.append(accuracy_row(subset, metric, np.array(values, dtype=bool), seed))
+            counted = [k for k in members if outcome in outcomes[k]]
+            if counted:
+                rows.append(accuracy_row(subset, metric, np.array([outcomes[k][outcome] for k in counted], dtype=bool),
+                                         seed, [items[k].id for k in counted]))
     return rows
 
 

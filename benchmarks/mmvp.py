@@ -153,12 +153,20 @@ class MMVPVLM(Benchmark):
         return {"pair": self.pair_correct(scores)}
 
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
+        """Per pattern and their average. The unit of every row is a pair of images with their two
+        statements, which is one item here, its id naming both question ids ("1-2"): rows keep
+        those ids and outcomes for ``harness compare``; the average groups them by pattern."""
         correct = np.array([self.pair_correct(s) for s in scores])
         patterns = [item.meta["pattern"] for item in items]
         order = [p for p in PATTERNS if p in patterns] + sorted(set(patterns) - set(PATTERNS))
-        per_pattern = {p: correct[np.array([q == p for q in patterns])] for p in order}
-        rows = [accuracy_row(f"pattern={p}", "pair_accuracy", c, seed) for p, c in per_pattern.items()]
-        average = macro_accuracy_row("average", "pair_accuracy", list(per_pattern.values()), seed)
+        masks = {p: np.array([q == p for q in patterns]) for p in order}
+        per_pattern = {p: correct[mask] for p, mask in masks.items()}
+        ids = np.array([item.id for item in items], dtype=object)
+        per_pattern_ids = {p: ids[mask].tolist() for p, mask in masks.items()}
+        rows = [accuracy_row(f"pattern={p}", "pair_accuracy", c, seed, per_pattern_ids[p])
+                for p, c in per_pattern.items()]
+        average = macro_accuracy_row("average", "pair_accuracy", list(per_pattern.values()), seed,
+                                     ids=list(per_pattern_ids.values()), names=list(per_pattern))
         rows.append(replace(average, details={"patterns": len(per_pattern)}))
         return rows
 

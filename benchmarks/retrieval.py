@@ -18,7 +18,8 @@ CLIP_benchmark ranks with ``torch.topk``, which leaves the order of equal scores
 ``--bench-opt ties=strict`` (the default, this harness's rule) puts every negative that ties a
 query's best positive ahead of it, ``ties=lenient`` behind it; CLIP_benchmark's figure lies between
 the two, and without ties all three agree. Ties happen with CLIP when two images share a caption
-word for word. Intervals: percentile bootstrap over queries.
+word for word. Intervals: percentile bootstrap over queries. Each row keeps its queries' hits for
+``harness compare``, a query named by its item's id (an image) or by ``<item id>|caption <j>``.
 
 The engine does the ranking (``harness.ranking``): with CLIP one matrix product, storing per query
 only its ten best candidates and where its positives rank; with ``--shortlist`` an expensive scorer
@@ -39,7 +40,7 @@ from benchmarks.aro import HOW_TO_GET_COCO, HOW_TO_GET_FLICKR, _field, _read_jso
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
-from harness.metrics import RANKING_TIES, accuracy_row, by_subset, recall_hits
+from harness.metrics import RANKING_TIES, accuracy_row, by_subset, recall_hits, unit_id
 from harness.options import Choice, FilePath, Option
 
 SUBSETS = ("coco", "flickr30k")
@@ -146,10 +147,16 @@ class Retrieval(Benchmark):
             details: dict[str, Any] = {"ties": self.ties, "gallery_images": len(images), "gallery_texts": len(texts)}
             if (len(images), len(texts)) != EXPECTED[subset]:
                 details["expected"] = {"images": EXPECTED[subset][0], "texts": EXPECTED[subset][1]}
+            # the unit of a row is a query: an image (named by its item) or one caption of an item
+            # ("flickr30k/3|caption 0", harness.metrics.unit_id), so harness compare pairs queries
+            queries = {"i2t": [item.id for item in chosen],
+                       "t2i": [unit_id([item.id], f"caption {j}") for item, record in zip(chosen, records)
+                               for j in range(len(record) - 1)]}
             for direction, entries in (("i2t", images), ("t2i", texts)):
                 for k in RECALL_AT:
                     hits = recall_hits(entries["above"], entries["tied"], k, self.ties)
-                    rows.append(replace(accuracy_row(subset, f"{direction}_recall@{k}", hits, seed), details=details))
+                    rows.append(replace(accuracy_row(subset, f"{direction}_recall@{k}", hits, seed, queries[direction]),
+                                        details=details))
         return rows
 
     def _ahead(self, entries: np.ndarray) -> np.ndarray:

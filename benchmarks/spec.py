@@ -142,19 +142,22 @@ class Spec(Benchmark):
 
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
         correct: dict[str, dict[str, list[bool]]] = {"i2t": {}, "t2i": {}}
+        ids: dict[str, dict[str, list[str]]] = {"i2t": {}, "t2i": {}}  # each row's items, for harness compare
         for item, matrix in zip(items, scores):
-            correct[item.meta["direction"]].setdefault(item.meta["subset"], []).append(
-                spec_correct(item, matrix, self.ties))
+            direction, subset = item.meta["direction"], item.meta["subset"]
+            correct[direction].setdefault(subset, []).append(spec_correct(item, matrix, self.ties))
+            ids[direction].setdefault(subset, []).append(item.id)
         rows = []
         for subset in SUBSETS:
             for direction in ("i2t", "t2i"):
                 if subset in correct[direction]:
                     rows.append(accuracy_row(subset, f"{direction}_accuracy", np.array(correct[direction][subset]),
-                                             seed))
+                                             seed, ids[direction][subset]))
         for direction in ("i2t", "t2i"):
             if len(correct[direction]) > 1:
                 mean = macro_accuracy_row("mean", f"{direction}_accuracy",
-                                          [np.array(v) for v in correct[direction].values()], seed)
+                                          [np.array(v) for v in correct[direction].values()], seed,
+                                          ids=list(ids[direction].values()), names=list(correct[direction]))
                 rows.append(replace(mean, details={"subsets": sorted(correct[direction])}))
         return [replace(r, details={**(r.details or {}), "ties": self.ties}) for r in rows]
 

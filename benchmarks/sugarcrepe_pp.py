@@ -154,11 +154,18 @@ class SugarCrepePP(Benchmark):
         return {"tot": tot_correct(scores)} if item.query_texts else itt_outcome(scores)
 
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray | None], seed: int) -> list[MetricRow]:
+        """Per subset and ``mean/itt``, ``mean/tot`` over subsets. Rows keep their items' ids and
+        outcomes for ``harness compare``: the image items for ``itt``, ``p1_vs_neg``, ``p2_vs_neg``,
+        the text-query items (``<id>/tot``) for ``tot``; the means group them by subset."""
         out: list[MetricRow] = []
         per_subset: dict[str, dict[str, np.ndarray | str]] = {}
+        ids: dict[str, dict[str, list[str]]] = {}
         for subset, chosen, matrices in by_subset(items, scores, SUBSETS):
             image = [(i, s) for i, s in zip(chosen, matrices) if not i.query_texts]
             text = [s for i, s in zip(chosen, matrices) if i.query_texts]
+            image_ids = [i.id for i, _ in image]
+            ids[subset] = {**{m: image_ids for m in IMAGE_METRICS},
+                           "tot": [i.id for i in chosen if i.query_texts]}
             outcomes = [itt_outcome(s) for _, s in image]
             results: dict[str, np.ndarray | str] = {m: np.array([o[m] for o in outcomes]) for m in IMAGE_METRICS}
             if any(s is None for s in text):
@@ -170,14 +177,15 @@ class SugarCrepePP(Benchmark):
             for metric in (*IMAGE_METRICS, "tot"):
                 value = results[metric]
                 row = not_computed_row(subset, metric, value) if isinstance(value, str) else \
-                    accuracy_row(subset, metric, value, seed)
+                    accuracy_row(subset, metric, value, seed, ids[subset][metric])
                 out.append(replace(row, details={**(row.details or {}), **details}))
         if len(per_subset) > 1:
             for metric in ("itt", "tot"):
                 values = [r[metric] for r in per_subset.values()]
                 why = next((v for v in values if isinstance(v, str)), None)
                 row = not_computed_row("mean", metric, why) if why else \
-                    macro_accuracy_row("mean", metric, values, seed)
+                    macro_accuracy_row("mean", metric, values, seed, ids=[ids[s][metric] for s in per_subset],
+                                       names=list(per_subset))
                 out.append(replace(row, details={**(row.details or {}), "subsets": sorted(per_subset)}))
         return out
 

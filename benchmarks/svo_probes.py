@@ -182,19 +182,21 @@ class SVOProbes(Benchmark):
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
         """Accuracy per negative type and over all; the left-out counts are those ``items()`` found."""
         rows = []
-        every_correct, tied_total, left_out_total = [], 0, 0
+        every_correct, every_id, tied_total, left_out_total = [], [], 0, 0
         for subset, chosen, matrices in by_subset(items, scores, SUBSETS):
+            ids = [item.id for item in chosen]
             correct = np.array([wins(m[:, 0], 0, self.tie_rule) for m in matrices])
             tied = int(sum(tied_at_top(m[:, 0]) for m in matrices))
             left_out = self.left_out.get(subset, 0)
             details = {"ties": self.ties, "tied_items": tied, "left_out_missing_images": left_out,
                        "rows_in_file": self.rows_in_file.get(subset, 0)}
-            rows.append(replace(accuracy_row(subset, "accuracy", correct, seed), details=details))
+            rows.append(replace(accuracy_row(subset, "accuracy", correct, seed, ids), details=details))
             every_correct.append(correct)
+            every_id += ids
             tied_total += tied
             left_out_total += left_out
         if len(rows) > 1:
-            overall = accuracy_row("all", "accuracy", np.concatenate(every_correct), seed)
+            overall = accuracy_row("all", "accuracy", np.concatenate(every_correct), seed, every_id)
             rows.append(replace(overall, details={
                 "ties": self.ties, "tied_items": tied_total, "left_out_missing_images": left_out_total,
                 "rows_in_file": sum(self.rows_in_file.get(r.subset, 0) for r in rows),

@@ -199,18 +199,21 @@ class VALSE(Benchmark):
         return {"caption_beats_foil": strictly_first(scores, 0)}
 
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
-        per_instrument = {instrument: np.array([strictly_first(s, 0) for s in matrices])
-                          for instrument, _, matrices in by_subset(items, scores, INSTRUMENTS)}
+        per_instrument, ids = {}, {}
+        for instrument, chosen, matrices in by_subset(items, scores, INSTRUMENTS):
+            per_instrument[instrument] = np.array([strictly_first(s, 0) for s in matrices])
+            ids[instrument] = [item.id for item in chosen]  # each row's items, for harness compare
         out = []
         for instrument, correct in per_instrument.items():
-            row = accuracy_row(instrument, "acc_r", correct, seed)
+            row = accuracy_row(instrument, "acc_r", correct, seed, ids[instrument])
             details: dict[str, Any] = {"piece": PIECES[instrument]}
             expected = VALIDATED[instrument] if self.options["validated_only"] else RECORDS[instrument]
             if len(correct) != expected:  # a partial copy, or --limit
                 details["expected_n"] = expected
             out.append(replace(row, details=details))
         if len(per_instrument) > 1:
-            mean = macro_accuracy_row("mean", "acc_r", list(per_instrument.values()), seed)
+            mean = macro_accuracy_row("mean", "acc_r", list(per_instrument.values()), seed,
+                                      ids=list(ids.values()), names=list(per_instrument))
             out.append(replace(mean, details={"instruments": sorted(per_instrument)}))
         return out
 

@@ -57,7 +57,7 @@ from PIL import Image
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
-from harness.metrics import accuracy_row, by_subset, macro_accuracy_row, strictly_first
+from harness.metrics import accuracy_row, by_subset, macro_accuracy_row, strictly_first, unit_id
 from harness.options import Choice, FilePath, Option
 
 CONTROLLED = {"controlled-a": ("controlled_images_dataset.json", "controlled_images"),
@@ -195,25 +195,35 @@ class WhatsUp(Benchmark):
         return {"correct": self.correct(scores, item.truth[0])}
 
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
+        """Rows keep their units' ids and outcomes for ``harness compare``: an item (one image and
+        its captions) for ``accuracy``; for ``pair_accuracy`` a pair of images, named by its two
+        items' ids (``harness.metrics.unit_id``: "controlled-a/0+controlled-a/1"); for
+        ``set_accuracy`` a set of four, named by its four. The macro rows group items by subset."""
         rows: list[MetricRow] = []
         per_subset: dict[str, np.ndarray] = {}
+        ids: dict[str, list[str]] = {}
         for subset, chosen, matrices in by_subset(items, scores, SUBSETS):
             correct = np.array([self.correct(s, item.truth[0]) for item, s in zip(chosen, matrices)])
             per_subset[subset] = correct
-            rows.append(accuracy_row(subset, "accuracy", correct, seed))
+            ids[subset] = [item.id for item in chosen]
+            rows.append(accuracy_row(subset, "accuracy", correct, seed, ids[subset]))
             prepositions = np.array([item.meta["preposition"] for item in chosen])
             for preposition in sorted(set(prepositions.tolist())):
-                rows.append(accuracy_row(f"{subset}/preposition={preposition}", "accuracy",
-                                         correct[prepositions == preposition], seed))
+                mask = prepositions == preposition
+                rows.append(accuracy_row(f"{subset}/preposition={preposition}", "accuracy", correct[mask], seed,
+                                         np.asarray(ids[subset], dtype=object)[mask].tolist()))
             if subset in PAIRS:
                 pairs, sets = pair_and_set_outcomes(subset, chosen, correct)
                 if pairs:
-                    rows.append(accuracy_row(subset, "pair_accuracy", np.array(pairs), seed))
+                    rows.append(accuracy_row(subset, "pair_accuracy", np.array([ok for _, ok in pairs]), seed,
+                                             [unit for unit, _ in pairs]))
                 if sets:
-                    rows.append(accuracy_row(subset, "set_accuracy", np.array(sets), seed))
+                    rows.append(accuracy_row(subset, "set_accuracy", np.array([ok for _, ok in sets]), seed,
+                                             [unit for unit, _ in sets]))
         for name, parts in MACRO_GROUPS.items():
             if all(p in per_subset for p in parts):
-                row = macro_accuracy_row(name, "accuracy", [per_subset[p] for p in parts], seed)
+                row = macro_accuracy_row(name, "accuracy", [per_subset[p] for p in parts], seed,
+                                         ids=[ids[p] for p in parts], names=parts)
                 rows.append(replace(row, details={"macro_over": list(parts)}))
         return rows
 
@@ -232,19 +242,22 @@ class WhatsUp(Benchmark):
         return out
 
 
-def pair_and_set_outcomes(subset: str, items: Sequence[Item], correct: Sequence[bool]) -> tuple[list[bool], list[bool]]:
-    """The reference's pair and set outcomes of a controlled subset: images grouped by their two
-    objects; each opposing pair of prepositions with both images present is right when both are;
-    each complete set of four when all four are."""
-    groups: dict[str, dict[str, bool]] = defaultdict(dict)
+def pair_and_set_outcomes(subset: str, items: Sequence[Item], correct: Sequence[bool]
+                          ) -> tuple[list[tuple[str, bool]], list[tuple[str, bool]]]:
+    """The reference's pair and set outcomes of a controlled subset, each with its unit's id (its
+    items' ids joined, ``harness.metrics.unit_id``): images grouped by their two objects; each
+    opposing pair of prepositions with both images present is right when both are; each complete
+    set of four when all four are."""
+    groups: dict[str, dict[str, tuple[str, bool]]] = defaultdict(dict)
     for item, ok in zip(items, correct):
-        groups[item.meta["objects"]][item.meta["slot"]] = bool(ok)
+        groups[item.meta["objects"]][item.meta["slot"]] = (item.id, bool(ok))
     pairs, sets = [], []
     slots = [s for pair in PAIRS[subset] for s in pair]
     for group in groups.values():
-        pairs += [group[a] and group[b] for a, b in PAIRS[subset] if a in group and b in group]
+        pairs += [(unit_id([group[a][0], group[b][0]]), group[a][1] and group[b][1])
+                  for a, b in PAIRS[subset] if a in group and b in group]
         if all(s in group for s in slots):
-            sets.append(all(group[s] for s in slots))
+            sets.append((unit_id([group[s][0] for s in slots]), all(group[s][1] for s in slots)))
     return pairs, sets
 
 

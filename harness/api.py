@@ -80,8 +80,9 @@ class MetricRow:
     """One number of a benchmark's result. ``value`` and the interval are percentages.
 
     The per-item fields let ``harness compare`` pair two runs item by item. ``item_ids`` are the
-    ids of the items the row aggregates and ``item_values`` one number per item (1/0 for a binary
-    outcome): the row's value is 100 x their mean, or, when ``item_groups`` names each item's group
+    ids of the items the row aggregates (or of its units where a unit is not one item, such as a
+    pair of items or one query of an item: ``harness.metrics.unit_id``) and ``item_values`` one
+    number per item (1/0 for a binary outcome): the row's value is 100 x their mean, or, when ``item_groups`` names each item's group
     (a macro-averaged row), 100 x the mean over groups of each group's mean. They stay in memory:
     no CSV file holds them. Rows made by the helpers in ``harness.metrics`` fill them when given
     ``ids=``.

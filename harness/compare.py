@@ -4,8 +4,12 @@ Two models scored on the same items are compared item by item, not by the overla
 intervals. For each benchmark both runs evaluated, the benchmark is rebuilt from the first run's
 ``config.json``, both runs' score matrices are read from the score store (only items whose texts
 are unchanged: the store's texts hash), and ``Benchmark.metrics`` is computed on the items both
-scored. Each metric row then carries its items' values (``MetricRow.item_ids`` / ``item_values``
-/ ``item_groups``), and per (subset, metric):
+scored. A ranking benchmark (retrieval) is read as its own runs left it: each run's ranking
+records of the gallery it ranked, then ``Benchmark.ranking_metrics``; runs that ranked different
+galleries of one subset are refused (a rank depends on every candidate). Each metric row then
+carries its units' values (``MetricRow.item_ids`` / ``item_values`` / ``item_groups``; a unit is
+an item, or what the row counts when that is not an item: a What'sUp pair, a retrieval query),
+and per (subset, metric):
 
 - the paired difference B - A, with a paired percentile bootstrap interval: items are resampled
   with the same indices for both runs (within each group for macro-averaged rows, as
@@ -441,13 +445,22 @@ def _compare_pair(a: Run, b: Run, store: Any, seed: int, data_root: Path | None
         if gone:
             notes.append(f"{gone} item(s) of run {run.run_id} are no longer in the benchmark")
     candidates = [items_a[i] for i in ids_a if i in set_b and i in items_b]
+    ranking = benchmark.comparisons == "ranking"
+    records: dict[str, dict[str, np.ndarray]] = {}
+    if ranking:  # per-query records of each run's gallery, not score matrices
+        _check_same_galleries(a, b, items_a, items_b, benchmark)
+        for run, items in ((a, items_a), (b, items_b)):
+            records[run.run_id] = _stored_records(run, benchmark, items, store)
     scored = {}
     for run in (a, b):
-        stored = store.stored_ids(run.scorer_key, run.benchmark, run.version, candidates)
+        if ranking:
+            stored = {item.id for item in candidates if item.id in records[run.run_id]}
+        else:
+            stored = store.stored_ids(run.scorer_key, run.benchmark, run.version, candidates)
         missing = len(candidates) - len(stored)
         if missing:
-            notes.append(f"{missing} shared item(s) of run {run.run_id} are not in the score store with their "
-                         "current texts")
+            notes.append(f"{missing} shared item(s) of run {run.run_id} are not in the score store " +
+                         ("with a ranking record of the gallery it ranked" if ranking else "with their current texts"))
         scored[run.run_id] = stored
     common = [item for item in candidates if item.id in scored[a.run_id] and item.id in scored[b.run_id]]
     summary = PairSummary(a.benchmark, a, b, len(common), len(set_a - set_b), len(set_b - set_a), notes)
@@ -456,6 +469,9 @@ def _compare_pair(a: Run, b: Run, store: Any, seed: int, data_root: Path | None
                            f"scored item in common ({len(set_a & set_b)} shared ids; {'; '.join(notes) or 'none'})")
     rows = []
     for run in (a, b):
+        if ranking:
+            rows.append(benchmark.ranking_metrics(common, [records[run.run_id][item.id] for item in common], seed))
+            continue
         got = store.get(run.scorer_key, run.benchmark, run.version, (item.id for item in common))
         rows.append(benchmark.metrics(common, [got[item.id] for item in common], seed))
     _check_recomputed_hashes(a, rows[0])
@@ -473,6 +489,38 @@ def _compare_pair(a: Run, b: Run, store: Any, seed: int, data_root: Path | None
             continue
         matched.append((ra, rb))
     return summary, matched, notes
+
+
+def _check_same_galleries(a: Run, b: Run, items_a: Mapping[str, Item], items_b: Mapping[str, Item],
+                          benchmark: Benchmark) -> None:
+    """A ranking benchmark's records rank each query among its whole gallery, so two runs' queries
+    pair only where both ranked the same gallery (a ``--limit`` makes a smaller one)."""
+    from harness.ranking import galleries
+
+    ranked_b = {g.name: g for g in galleries(list(items_b.values()), benchmark)}
+    for gallery in galleries(list(items_a.values()), benchmark):
+        other = ranked_b.get(gallery.name)
+        if other is not None and other.digest != gallery.digest:
+            raise HarnessError(
+                f"runs {a.run_id} and {b.run_id} ranked different {gallery.name or benchmark.name} galleries "
+                f"({len(gallery.items)} and {len(other.items)} images): a query's rank depends on every candidate, "
+                "so their queries cannot be paired (run both on the same items)")
+
+
+def _stored_records(run: Run, benchmark: Benchmark, items: Mapping[str, Item], store: Any) -> dict[str, np.ndarray]:
+    """item id -> the ranking record ``run`` stored for it, for each gallery its items form (the
+    records of one gallery are the same whatever number of best candidates they keep)."""
+    from harness.ranking import galleries
+
+    stored = store.ranked_galleries(run.scorer_key, run.benchmark, run.version)
+    out: dict[str, np.ndarray] = {}
+    for gallery in galleries(list(items.values()), benchmark):
+        keys = sorted(key for key in stored if key.startswith(f"{gallery.digest}/"))
+        if keys:
+            got = store.get_rankings(run.scorer_key, run.benchmark, run.version, keys[0],
+                                     (item.id for item in gallery.items))
+            out.update({item_id: record for item_id, (_, record) in got.items()})
+    return out
 
 
 def _check_recomputed_hashes(run: Run, rows: list[MetricRow]) -> None:

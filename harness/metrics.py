@@ -91,6 +91,28 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+# A row whose unit is not one item names its units by the items behind them: several items that
+# count as one ("controlled-a/3+controlled-a/7", a What'sUp pair) or one part of an item
+# ("coco/17|caption 2", one caption query of a retrieval item). ``harness compare`` treats these
+# ids like item ids; ``unit_items`` gives the report the items to show for one.
+UNIT_JOIN = "+"
+PART_MARK = "|"
+
+
+def unit_id(item_ids: Sequence[str], part: str | None = None) -> str:
+    """The id of a unit made of ``item_ids`` (in a fixed order), or of ``part`` of one item."""
+    if part is not None:
+        if len(item_ids) != 1:
+            raise ValueError(f"a part names one item, got {len(item_ids)}")
+        return f"{item_ids[0]}{PART_MARK}{part}"
+    return UNIT_JOIN.join(str(i) for i in item_ids)
+
+
+def unit_items(unit: str) -> list[str]:
+    """The item ids a unit id names (an item id names itself, unless it holds '+' or '|')."""
+    return [piece.split(PART_MARK, 1)[0] for piece in str(unit).split(UNIT_JOIN)]
+
+
 def _ids(ids: Sequence[str] | None, n: int, what: str) -> tuple[str, ...] | None:
     if ids is None:
         return None

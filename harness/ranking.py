@@ -32,6 +32,9 @@ How entries are made depends on the scorer:
   ``2 x images x texts`` pair scores, refused above ``MAX_PAIRS_WITHOUT_EMBEDDINGS``: use a
   shortlist.
 
+Whatever the path, a run leaves its records in the store under its own scorer and gallery (the
+last two paths write a copy once they are made), which is where ``harness compare`` reads them.
+
 The metric follows LAION's CLIP_benchmark (``clip_benchmark/metrics/zeroshot_retrieval.py``):
 image-to-text recall@k is a hit when any of the image's captions is among the k best texts;
 text-to-image when the caption's image is among the k best images. It ranks with ``torch.topk``,
@@ -198,6 +201,11 @@ def evaluate_ranking(scorer: Scorer, benchmark: Benchmark, store: ScoreStore, it
     now: set[str] = set()
     for gallery in galleries(items, benchmark):
         ranked = _rank(scorer, benchmark, gallery, store, k, seed, settings)
+        if (isinstance(scorer, ShortlistScorer) or not scorer.embeds) and distributed.world()[0] == 0:
+            # these paths rebuild their records from stored scores; keeping them under this scorer
+            # (the embedding path stores its own as it goes) lets harness compare read them
+            store.put_rankings(key, benchmark.name, benchmark.version, gallery.key(k),
+                               [(item.id, ranked.own[item.id], ranked.records[item.id]) for item in gallery.items])
         own.update(ranked.own)
         records.update(ranked.records)
         now |= ranked.now

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.metrics import unit_items
 
 ASSETS = Path(__file__).parent / "report_assets"
 THUMB_SIZE = 128  # longest side of a thumbnail, in pixels (smaller images are kept as they are)
@@ -339,7 +340,9 @@ def write_html(results_dir: Path, out_dir: Path, leaderboard: Any, figures: Sequ
     benches, missing = _benchmarks(results_dir, [r for r in run_ids if r])
     wanted: dict[str, set[str]] = {}
     for row in comparisons:
-        wanted.setdefault(str(row["benchmark"]), set()).update((row["a_better"] or []) + (row["b_better"] or []))
+        units = (row["a_better"] or []) + (row["b_better"] or [])
+        # a unit that is not one item (a What'sUp pair, a retrieval caption query) brings its items
+        wanted.setdefault(str(row["benchmark"]), set()).update({*units, *(i for u in units for i in unit_items(u))})
     index_benches = []
     for name in sorted(benches):
         payload = _item_payload(benches[name], out_dir, wanted.get(name, set()), max_items, thumbnails)

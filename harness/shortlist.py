@@ -31,6 +31,7 @@ In the engine (``evaluate``), a shortlist run first scores the benchmark with th
 stores those scores under the cheap scorer's own key: a plain run of the cheap scorer and every
 shortlist run with another expensive scorer reuse them. The expensive scorer's items are named by
 their content (image refs and texts), so they are shared by every run that asks for the same pairs.
+The composite matrices go to the store under the shortlist scorer's own key, for ``harness compare``.
 Ranking benchmarks (retrieval) go through ``harness.ranking``, which does the same with its records.
 """
 
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from harness import distributed
 from harness.api import (
     Benchmark,
     Comparisons,
@@ -343,5 +345,9 @@ def evaluate_shortlisted(scorer: ShortlistScorer, benchmark: Benchmark, store: S
     scores = [combine(cheap[item.id], parts, expensive) for item, parts in zip(items, plans)]
     now = {item.id for item, parts in zip(items, plans)
            if item.id in cheap_now or any(p.item.id in expensive_now for p in parts)}
+    # the composite matrices are made from the two scorers' stored scores; a copy under this
+    # scorer's own key is what harness compare reads for the run
+    if distributed.world()[0] == 0:
+        store.put(key, benchmark.name, benchmark.version, [(i, s) for i, s in zip(items, scores) if s is not None])
     rows = benchmark.metrics(items, scores, seed)
     return Evaluation(items=items, scores=scores, rows=rows, scorer_key=key, scored_now=len(now))

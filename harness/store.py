@@ -142,6 +142,13 @@ class ScoreStore:
                               "AND gallery=?", (key, benchmark, version, gallery))
             return {item_id for (item_id,) in rows}
 
+    def ranked_galleries(self, key: str, benchmark: str, version: str) -> set[str]:
+        """The gallery keys (``Gallery.key``) this scorer has ranking records for."""
+        with self._connect() as db:
+            rows = db.execute("SELECT DISTINCT gallery FROM rankings WHERE scorer_key=? AND benchmark=? AND version=?",
+                              (key, benchmark, version))
+            return {gallery for (gallery,) in rows}
+
     def put_rankings(self, key: str, benchmark: str, version: str, gallery: str,
                      records: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> None:
         """Store (item id, own score matrix, ranking record) triples in one transaction."""

@@ -247,3 +247,37 @@ def test_two_thousand_items_page_quickly(tmp_path, browser):
     Select(browser.find_element(By.ID, "filter-subset")).select_by_value("zeroshot")
     assert _cards(browser)[0] == "zeroshot/0" and time.time() - start < 5
     assert opened < 15 and _errors(browser) == []
+
+
+def test_a_comparison_of_pairs_links_to_the_items_of_each_pair(browser, tmp_path):
+    """What'sUp's pair_accuracy counts pairs of images, named "item+item": its link shows the two
+    items of every pair where A is right and B wrong, and the banner says it counts units."""
+    import numpy as np
+    from benchmark_fixtures.whatsup import write_whatsup
+    from selenium.webdriver.common.by import By
+
+    from harness.store import ScoreStore
+
+    write_whatsup(tmp_path / "data", groups=2, subsets=("controlled-a",))
+    results = tmp_path / "results"
+    runs = []
+    for seed in (0, 1):
+        tiny = build_tiny_clip(tmp_path / f"clip{seed}", seed=seed)
+        runs.append(run(scorer="clip", bench="whatsup:controlled-a", model=f"local-dir:{tiny.local_dir}",
+                        data_root=tmp_path / "data", results_dir=results, workers=0, progress=False))
+    # A gets every image right; B gets the "on" images wrong, so only the on/under pairs part them
+    for result, wrong in zip(runs, ({""}, {"on"})):
+        ScoreStore(results / "scores.sqlite").put(result.evaluation.scorer_key, "whatsup", "1", [
+            (item, np.array([[0.1, 0.9, 0.2, 0.3] if item.meta["slot"] in wrong else [0.9, 0.1, 0.2, 0.3]]))
+            for item in result.evaluation.items])
+    comparison = compare([r.run_id for r in runs], results)
+    make_report(results)
+    k = next(i for i, r in enumerate(comparison.rows) if r["metric"] == "pair_accuracy")
+    units = comparison.items[k]["a_better"]
+    assert sorted(units) == ["controlled-a/0+controlled-a/1", "controlled-a/4+controlled-a/5"]
+    _open(browser, results / "report", "#comparisons")
+    browser.find_element(By.CSS_SELECTOR, f"a[href$='/cmp/{k}/a']").click()
+    _wait(browser, lambda: browser.find_elements(By.ID, "cmp-banner"))
+    assert sorted(_cards(browser)) == ["controlled-a/0", "controlled-a/1", "controlled-a/4", "controlled-a/5"]
+    assert "2 unit(s)" in browser.find_element(By.ID, "cmp-banner").text
+    assert _errors(browser) == []

@@ -18,6 +18,7 @@ from benchmarks.retrieval import Retrieval
 from benchmarks.zeroshot import ZeroShot
 from harness.api import Item, ScorerConfig
 from harness.cli import app
+from harness.compare import compare
 from harness.errors import HarnessError, UnknownNameError
 from harness.runner import evaluate, run
 from harness.shortlist import ShortlistScorer, parse_shortlist
@@ -161,6 +162,12 @@ def test_run_names_both_scorers_and_reuses_the_cheap_ranks(tiny_clip, tiny_sd, t
     assert second.evaluation.scored_now == 6 and second.rows[0]["scorer_key"] != row["scorer_key"]
     plain = run(scorer="clip", model=f"local-dir:{tiny_clip.local_dir}", **common)
     assert plain.evaluation.scored_now == 0 and encoded == []  # and a plain CLIP run reuses them too
+    # harness compare reads each run's records from the store: every row of every run, paired query by query
+    out = compare([first.run_id, second.run_id, plain.run_id], tmp_path / "results", write=False)
+    for other in (second, plain):
+        got = {r["metric"]: (r["value_a"], r["value_b"]) for r in out.rows if r["run_b"] == other.run_id}
+        assert got == {r["metric"]: pytest.approx((first.evaluation.rows[k].value, r["value"]))
+                       for k, r in enumerate(other.rows)}
     with pytest.raises(HarnessError, match="k=N"):
         run(scorer="diffusion", model=str(tiny_sd), shortlist="clip:toy:clip", **common)
 

@@ -313,9 +313,14 @@
         var row = R.comparisons[cmpIndex];
         var list = row ? (side === "a" ? row.a_better : row.b_better) : null;
         if (list) {
-          var ids = {};
-          list.forEach(function (id) { ids[id] = true; });
-          state.cmp = {row: row, side: side, ids: ids, count: list.length};
+          var ids = {}, units = false;
+          list.forEach(function (id) {
+            ids[id] = true;
+            // a unit that is not one item: several items ("a+b", a pair) or a part of one ("a|caption 2")
+            if (/[+|]/.test(id)) units = true;
+            id.split("+").forEach(function (piece) { ids[piece.split("|")[0]] = true; });
+          });
+          state.cmp = {row: row, side: side, ids: ids, count: list.length, units: units};
           state.a = row.run_a; state.b = row.run_b; state.rel = "any"; state.page = 0;
           // the outcome the row's metric is about, where the items record it under that name
           if (data.outcomes.indexOf(row.metric) >= 0) state.key = row.metric;
@@ -368,7 +373,8 @@
     if (state.cmp) {
       var c = state.cmp.row;
       view.appendChild(el("div", {"class": "banner", id: "cmp-banner"}, [
-        "Comparison " + c.comparison_id + ", " + c.subset + " / " + c.metric + ": the " + state.cmp.count + " item(s) where " +
+        "Comparison " + c.comparison_id + ", " + c.subset + " / " + c.metric + ": the " + state.cmp.count +
+        (state.cmp.units ? " unit(s) (pairs, sets or queries; their items below)" : " item(s)") + " where " +
         (state.cmp.side === "a" ? "A (" + c.model_a + ") is right and B (" + c.model_b + ") wrong" :
                                   "B (" + c.model_b + ") is right and A (" + c.model_a + ") wrong") + ". ",
         el("a", {href: "#items/" + encodeURIComponent(data.benchmark)}, ["show all items"])]));

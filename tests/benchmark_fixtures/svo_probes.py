@@ -30,10 +30,11 @@ def row(k: int) -> dict[str, str]:
             "pos_image_id": str(pos_id), "neg_image_id": str(neg_id)}
 
 
-def write(root: Path, n: int, dead: tuple[int, ...] | None = None) -> list[dict[str, str]]:
+def write(root: Path, n: int, dead: tuple[int, ...] | None = None) -> None:
     """``n`` rows (at least one per negative type) with their images, plus one more row whose
     negative image never downloaded; ``dead`` names the rows whose negative image is missing
-    instead (default: only that last row). Returns the rows written."""
+    instead (default: only that last row). Returns nothing: ``factories.write_benchmark_data``
+    takes a writer's return value for benchmark options."""
     rows = [row(k) for k in range(max(3, n) + 1)]
     dead = (len(rows) - 1,) if dead is None else dead
     folder = root / "svo" / "images"
@@ -46,4 +47,3 @@ def write(root: Path, n: int, dead: tuple[int, ...] | None = None) -> list[dict[
         photo(2 * k, 40).save(folder / f"{r['pos_image_id']}.jpg", quality=90)
         if k not in dead:
             photo(2 * k + 1, 40).save(folder / f"{r['neg_image_id']}.jpg", quality=90)
-    return rows
