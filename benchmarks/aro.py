@@ -9,6 +9,14 @@ image against K captions, scored by the argmax over captions.
 - ``coco-order``, ``flickr30k-order``: each Karpathy-test caption against four perturbations of
   its word order (below). Precision@1.
 
+Visual Genome crops follow the reference loader (``dataset_zoo/aro_datasets.py`` of GitHub
+mertyg/vision-language-models-are-bows, ``VG_Relation.__getitem__``): the box is cropped exactly as
+given, ``image.crop((x, y, x + w, y + h))``, and Pillow fills whatever lies outside the image with
+black. ``--bench-opt box=clip`` clips the box to the image instead (the harness's behaviour before
+version 2; its items have their own ids, so the two never share stored scores). The VG rows'
+details count the boxes that leave their image (``boxes_leaving_image``, of which
+``boxes_wholly_outside``): only on those do the two choices differ.
+
 All decisions are strict: the correct caption must score higher than every other, so a tie is
 wrong (the reference code's argmax would send a VG tie to the false caption and an order tie to
 the original). Micro accuracy is reported over all items of a subset; per-relation and
@@ -42,7 +50,7 @@ from harness.errors import BadRecordError, HarnessError, MissingDataError
 from harness.images import decode_image
 from harness.files import atomic_write_text
 from harness.metrics import accuracy_row, by_subset, macro_accuracy_row, strictly_first
-from harness.options import FilePath, Int, Option
+from harness.options import Choice, FilePath, Int, Option
 
 SUBSETS = ("vg-relation", "vg-attribution", "coco-order", "flickr30k-order")
 SYMMETRIC_RELATIONS_FILE = Path(__file__).parent / "data" / "aro_vgr_symmetric_relations.txt"
@@ -53,6 +61,7 @@ ADJECTIVE_TAGS = frozenset({"JJ", "JJR", "JJS"})
 PERTURBATIONS = ("shuffle_nouns_and_adjectives", "shuffle_other_tokens", "shuffle_within_trigrams",
                  "shuffle_trigrams")
 ORDER_GENERATOR_VERSION = "1"  # bump when the perturbation code changes: frozen files then differ
+BOX_MODES = ("reference", "clip")
 
 # token, Penn Treebank tag
 Tagger = Callable[[str], list[tuple[str, str]]]
@@ -174,7 +183,7 @@ class ARO(Benchmark):
     """Options: ``harness ls aro``."""
 
     name = "aro"
-    version = "1"
+    version = "2"  # 2: VG boxes cropped as the reference does (black outside the image), not clipped
     subsets = SUBSETS
     comparisons = "text_argmax"
     OPTIONS = (
@@ -191,6 +200,9 @@ class ARO(Benchmark):
         Option("frozen_dir", FilePath(), None, "where frozen perturbations are kept "
                                                "(default: <data-root>/aro/frozen)"),
         Option("tagger", TaggerOption(), "spacy", "part-of-speech tagger that draws the order perturbations"),
+        Option("box", Choice(*BOX_MODES), "reference",
+               "VG crops: reference = the box exactly as given, black outside the image (the ARO code's "
+               "image.crop); clip = the box clipped to the image"),
     )
 
     def __init__(self, data_root: Path, subset: str | None = None, **options: Any) -> None:
@@ -211,6 +223,8 @@ class ARO(Benchmark):
         self.order_seed = o["order_seed"]
         self.frozen_dir = Path(o["frozen_dir"] or root / "aro" / "frozen")
         self._tagger = None if o["tagger"] == "spacy" else o["tagger"]
+        self.box = o["box"]
+        self._image_sizes: dict[Path, tuple[int, int] | None] = {}  # header reads for the box counts
         self._frozen: dict[str, tuple[Path, str, int]] = {}  # subset -> (file, sha256, degenerate items)
         self._items: list[Item] | None = None
 
@@ -257,9 +271,11 @@ class ARO(Benchmark):
                 if not isinstance(attributes, list) or len(attributes) != 2:
                     raise BadRecordError(f"record {i} of {path}: 'attributes' should list two strings")
                 group = f"{attributes[0]}_{attributes[1]}"
-            ref = f"vg/{_field(record, 'image_path', i, path)}#{','.join(str(v) for v in box)}"
+            # the ref names the crop: scorers cache images by ref, and clipped crops differ
+            clip = "clip:" if self.box == "clip" else ""
+            ref = f"vg/{_field(record, 'image_path', i, path)}#{clip}{','.join(str(v) for v in box)}"
             items.append(Item(
-                id=f"{subset}/{i}",
+                id=f"{subset}/clip-box/{i}" if clip else f"{subset}/{i}",
                 images=(ref,),
                 texts=(str(_field(record, "false_caption", i, path)), str(_field(record, "true_caption", i, path))),
                 truth=(1,),  # the reference orders the options [false, true]
@@ -325,18 +341,57 @@ class ARO(Benchmark):
 
     # -- images -----------------------------------------------------------------------------------
     def load_image(self, ref: str) -> Image.Image:
+        path, box, clip = self._locate(ref)
+        if not path.is_file():
+            raise MissingDataError(f"image {path} not found (under {path.parent})")
+        image = decode_image(path, str(path)).convert("RGB")
+        if box is not None:
+            image = _crop(image, box, path) if clip else reference_crop(image, box, path)
+        return image
+
+    def _locate(self, ref: str) -> tuple[Path, list[float] | None, bool]:
+        """(image file, box or None, whether the box is clipped) of an image ref."""
         key, _, rest = ref.partition("/")
         relative, _, box = rest.partition("#")
         root = self.image_roots[key]
         path = root / relative
         if not path.is_file() and (root / Path(relative).name).is_file():
             path = root / Path(relative).name  # a flat image folder
-        if not path.is_file():
-            raise MissingDataError(f"image {path} not found (under {root})")
-        image = decode_image(path, str(path)).convert("RGB")
-        if box:
-            image = _crop(image, [float(v) for v in box.split(",")], path)
-        return image
+        clip = box.startswith("clip:")
+        values = [float(v) for v in box.removeprefix("clip:").split(",")] if box else None
+        return path, values, clip
+
+    def _box_counts(self, items: Sequence[Item]) -> dict[str, Any]:
+        """How many of the items' boxes leave their image, read from image headers (cheap: no
+        pixels are decoded). Boxes whose image cannot be read are counted as unchecked."""
+        leaving = outside = unchecked = 0
+        for item in items:
+            ref = item.images[0]
+            if "#" not in ref or ref.partition("/")[0] not in self.image_roots:
+                continue  # not a VG crop (e.g. items built in a test)
+            path, box, _ = self._locate(ref)
+            if path not in self._image_sizes:
+                try:
+                    with Image.open(path) as image:
+                        self._image_sizes[path] = image.size
+                except (OSError, ValueError):
+                    self._image_sizes[path] = None
+            size = self._image_sizes[path]
+            if size is None or box is None:
+                unchecked += 1
+                continue
+            x, y, w, h = box
+            # the corners Pillow's crop uses (it rounds them)
+            left, top, right, bottom = (round(v) for v in (x, y, x + w, y + h))
+            width, height = size
+            if left < 0 or top < 0 or right > width or bottom > height:
+                leaving += 1
+                if left >= width or top >= height or right <= 0 or bottom <= 0:
+                    outside += 1
+        counts: dict[str, Any] = {"box": self.box, "boxes_leaving_image": leaving, "boxes_wholly_outside": outside}
+        if unchecked:
+            counts["boxes_unchecked"] = unchecked
+        return counts
 
     # -- metrics ----------------------------------------------------------------------------------
     def outcome(self, item: Item, scores: np.ndarray) -> dict[str, Any]:
@@ -346,19 +401,24 @@ class ARO(Benchmark):
         rows: list[MetricRow] = []
         for subset, chosen, matrices in by_subset(items, scores, SUBSETS):
             correct = np.array([strictly_first(s, item.truth[0]) for item, s in zip(chosen, matrices)])
+            ids = [item.id for item in chosen]
             if subset.startswith("vg-"):
-                rows += self._vg_rows(subset, [item.meta["group"] for item in chosen], correct, seed)
+                boxes = self._box_counts(chosen)
+                rows += self._vg_rows(subset, [item.meta["group"] for item in chosen], correct, seed, ids, boxes)
             else:
                 path, sha, degenerate = self._frozen[subset]
                 details = {"order_options_file": path.name, "order_options_sha256": sha,
                            "order_seed": self.order_seed, "degenerate_items": degenerate}
-                rows.append(replace(accuracy_row(subset, "precision_at_1", correct, seed), details=details))
+                rows.append(replace(accuracy_row(subset, "precision_at_1", correct, seed, ids), details=details))
         return rows
 
-    def _vg_rows(self, subset: str, groups: list[str], correct: np.ndarray, seed: int) -> list[MetricRow]:
+    def _vg_rows(self, subset: str, groups: list[str], correct: np.ndarray, seed: int,
+                 ids: list[str], boxes: dict[str, Any]) -> list[MetricRow]:
         by_group: dict[str, list[bool]] = {}
-        for group, ok in zip(groups, correct):
+        group_ids: dict[str, list[str]] = {}
+        for group, ok, item_id in zip(groups, correct, ids):
             by_group.setdefault(group, []).append(bool(ok))
+            group_ids.setdefault(group, []).append(item_id)
         if subset == "vg-relation":
             symmetric = symmetric_relations()
             kept = {g: v for g, v in by_group.items() if g not in symmetric}
@@ -368,12 +428,14 @@ class ARO(Benchmark):
             kept = {g: v for g, v in by_group.items() if len(v) >= ATTRIBUTE_MIN_ITEMS}
             rule = {"min_items_per_pair": ATTRIBUTE_MIN_ITEMS, "dropped_pairs": len(by_group) - len(kept)}
             field = "attributes"
-        rows = [accuracy_row(subset, "accuracy", correct, seed)]
+        rows = [replace(accuracy_row(subset, "accuracy", correct, seed, ids), details=boxes)]
         if kept:  # with no group left (a small --limit), there is no macro accuracy to report
-            macro = macro_accuracy_row(subset, "macro_accuracy", [np.array(v) for v in kept.values()], seed)
-            rows.insert(0, replace(macro, details={**rule, "groups": len(kept)}))
+            macro = macro_accuracy_row(subset, "macro_accuracy", [np.array(v) for v in kept.values()], seed,
+                                       ids=[group_ids[g] for g in kept], names=list(kept))
+            rows.insert(0, replace(macro, details={**rule, "groups": len(kept), **boxes}))
         for group in sorted(by_group):
-            row = accuracy_row(f"{subset}/{field}={group}", "accuracy", np.array(by_group[group]), seed)
+            row = accuracy_row(f"{subset}/{field}={group}", "accuracy", np.array(by_group[group]), seed,
+                               group_ids[group])
             rows.append(replace(row, details={"in_macro": group in kept}))
         return rows
 
@@ -399,8 +461,18 @@ def symmetric_relations() -> frozenset[str]:
     return frozenset(line.strip() for line in lines if line.strip() and not line.startswith("#"))
 
 
+def reference_crop(image: Image.Image, box: Sequence[float], path: Path) -> Image.Image:
+    """The reference crop: Pillow's ``image.crop((x, y, x + w, y + h))`` on the box as given, so
+    the part of the box outside the image comes back black (Pillow rounds float corners). An
+    empty box (w or h not positive) is refused: it holds no pixels to score."""
+    x, y, w, h = box
+    if w <= 0 or h <= 0:
+        raise BadRecordError(f"box x={x} y={y} w={w} h={h} of image {path} is empty")
+    return image.crop((x, y, x + w, y + h))
+
+
 def _crop(image: Image.Image, box: list[float], path: Path) -> Image.Image:
-    """Crop to (x, y, x+w, y+h), clipped to the image; a box wholly outside it is refused."""
+    """Crop to (x, y, x+w, y+h), clipped to the image (``box=clip``); a box wholly outside it is refused."""
     x, y, w, h = box
     left, top = max(0.0, x), max(0.0, y)
     right, bottom = min(float(image.width), x + w), min(float(image.height), y + h)

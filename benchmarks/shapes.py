@@ -213,6 +213,7 @@ class Shapes(Benchmark):
     version = "1"
     subsets = SUBSETS
     comparisons = "matrix"
+    scope_details = ("n",)  # a run with fewer items per subset holds the first items of a longer one
     OPTIONS = (
         Option("n", Int(1), 400, "items per subset"),
         Option("seed", Int(0), 0, "which held-out scenes (each seed its own stream)"),
@@ -269,9 +270,11 @@ class Shapes(Benchmark):
             outcomes = [self.outcome(item, s) for item, s in zip(chosen, matrices)]
             if subset == "winoground":
                 rows += [replace(row, subset=subset) for row in grouped_accuracy_rows(
-                    {m: [o[m] for o in outcomes] for m in ("text", "image", "group")}, {}, seed)]
+                    {m: [o[m] for o in outcomes] for m in ("text", "image", "group")}, {}, seed,
+                    ids=[item.id for item in chosen])]
             else:
-                rows.append(accuracy_row(subset, "accuracy", np.array([o["correct"] for o in outcomes]), seed))
+                rows.append(accuracy_row(subset, "accuracy", np.array([o["correct"] for o in outcomes]), seed,
+                                         ids=[item.id for item in chosen]))
         return rows
 
     def details(self) -> dict[str, Any]:

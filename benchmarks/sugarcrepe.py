@@ -100,16 +100,19 @@ class SugarCrepe(Benchmark):
         return {"correct": strictly_first(scores, item.truth[0])}
 
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
-        per_subset = {subset: np.array([strictly_first(s, item.truth[0]) for item, s in zip(chosen, matrices)])
-                      for subset, chosen, matrices in by_subset(items, scores, SUBSETS)}
+        per_subset, ids = {}, {}
+        for subset, chosen, matrices in by_subset(items, scores, SUBSETS):
+            per_subset[subset] = np.array([strictly_first(s, item.truth[0]) for item, s in zip(chosen, matrices)])
+            ids[subset] = [item.id for item in chosen]
         out = []
         for subset, correct in per_subset.items():
-            row = accuracy_row(subset, "accuracy", correct, seed)
+            row = accuracy_row(subset, "accuracy", correct, seed, ids[subset])
             expected = EXPECTED_SIZES[subset]
             # a partial file (or a --limit) is flagged with the published size
             out.append(row if len(correct) == expected else replace(row, details={"expected_n": expected}))
         if len(per_subset) > 1:
-            mean = macro_accuracy_row("mean", "accuracy", list(per_subset.values()), seed)
+            mean = macro_accuracy_row("mean", "accuracy", list(per_subset.values()), seed,
+                                      ids=list(ids.values()), names=list(per_subset))
             out.append(replace(mean, details={"subsets": sorted(per_subset)}))
         return out
 

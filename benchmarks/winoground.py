@@ -13,31 +13,47 @@ Metrics (the paper's, with strict inequalities so a tie counts as wrong), s(c, i
 caption c for image i: text = s(c0,i0) > s(c1,i0) and s(c1,i1) > s(c0,i1); image = s(c0,i0) >
 s(c0,i1) and s(c1,i1) > s(c1,i0); group = both. Reported overall, per collapsed_tag and per
 num_main_preds, with 95% bootstrap intervals.
+
+Hardness tags (Diwan et al., EMNLP 2022, "Why is Winoground Hard?"; repository
+ajd12342/why-winoground-hard, file ``new_tag_assignments.json``): every item carries zero or more
+of six tags, written there "Ambiguously Correct", "Visually Difficult", "Unusual Text", "Unusual
+Image", "Complex Reasoning", "Non Minimal"; an item with none is the paper's NoTag set (172 of the
+400 items in that file). The file is MIT-licensed and shipped as ``data/winoground_diwan_tags.json``
+(source and licence inside). A whole-benchmark run adds rows per tag, ``diwan_tag=NoTag``,
+``diwan_tag=VisuallyDifficult``, ... (an item counts towards each tag it carries), beside the
+existing rows, which do not change. The subsets ``winoground:no-tag``, ``winoground:visually-difficult``,
+... evaluate only those items (same ids, so they reuse stored scores); their rows are named by the
+subset (``no-tag``, ``no-tag/collapsed_tag=Relation``, ...).
 """
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import zipfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from benchmarks.hf_data import (ArrowSource, FolderOrZipImages, ImageSource, ParquetSource, cached_dataset,
+                                hub_cache_dir, hub_snapshot)
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
-from harness.images import decode_image
-from harness.metrics import grouped_accuracy_rows, winoground_outcome
-from harness.options import Option, Text
+from harness.metrics import grouped_accuracy_rows, tagged_accuracy_rows, winoground_outcome
+from harness.options import FilePath, Option, Text
 
 HF_ID = "facebook/winoground"
 FIELDS = ("id", "caption_0", "caption_1", "tag", "secondary_tag", "num_main_preds", "collapsed_tag")
 IMAGE_COLUMNS = ("image_0", "image_1")
 BREAKDOWNS = ("collapsed_tag", "num_main_preds")
+DIWAN_TAGS_FILE = Path(__file__).parent / "data" / "winoground_diwan_tags.json"
+NO_TAG = "NoTag"
+# the tags as Diwan et al.'s file writes them, in the order rows list them (CamelCase there)
+DIWAN_TAGS = ("Ambiguously Correct", "Visually Difficult", "Unusual Text", "Unusual Image", "Complex Reasoning",
+              "Non Minimal")
+DIWAN_SUBSETS = {"no-tag": NO_TAG, **{t.lower().replace(" ", "-"): t.replace(" ", "") for t in DIWAN_TAGS}}
 HOW_TO_GET = (
     "Winoground is gated: log in (`huggingface-cli login`), accept its terms at "
     "https://huggingface.co/datasets/facebook/winoground, then, where there is network, run "
@@ -51,30 +67,35 @@ class Winoground(Benchmark):
 
     name = "winoground"
     version = "1"
+    subsets = tuple(DIWAN_SUBSETS)
     comparisons = "matrix"
     OPTIONS = (
         Option("hf_id", Text(), HF_ID, "the dataset to look for in the hub and datasets caches when "
                                        "<data-root>/winoground/ lacks it (a mirror's id, or a local dataset folder)"),
+        Option("hardness_tags", FilePath(), None, "Diwan et al.'s per-item tags, as their new_tag_assignments.json "
+                                                  "or the shipped copy (default: benchmarks/data/winoground_diwan_tags.json)"),
     )
 
     def __init__(self, data_root: Path, subset: str | None = None, **options: Any) -> None:
         super().__init__(data_root, subset, **options)
         self.hf_id = self.options["hf_id"]
-        self._source: _Source | None = None
+        self.tags_file = Path(self.options["hardness_tags"] or DIWAN_TAGS_FILE)
+        self._source: ImageSource | None = None
+        self._tags: dict[str, tuple[str, ...]] | None = None
 
     @property
-    def source(self) -> _Source:
+    def source(self) -> ImageSource:
         if self._source is None:
             self._source = self._open_source()
         return self._source
 
-    def _open_source(self) -> _Source:
+    def _open_source(self) -> ImageSource:
         tried: list[str] = []
         folder = self.data_root / "winoground"
         source = _folder_source(folder, tried)
         if source:
             return source
-        snapshot = _hub_snapshot(self.hf_id, tried)
+        snapshot = hub_snapshot(self.hf_id, tried)
         if snapshot is not None:
             source = _folder_source(snapshot, tried)
             if source:
@@ -85,6 +106,13 @@ class Winoground(Benchmark):
         raise MissingDataError(
             "Winoground data not found. Looked in:\n  - " + "\n  - ".join(tried) + "\n" + HOW_TO_GET
         )
+
+    @property
+    def hardness_tags(self) -> dict[str, tuple[str, ...]]:
+        """Winoground id -> Diwan et al.'s tags of that item, CamelCase; (NoTag,) for none."""
+        if self._tags is None:
+            self._tags = read_diwan_tags(self.tags_file)
+        return self._tags
 
     def items(self) -> list[Item]:
         items = []
@@ -97,9 +125,24 @@ class Winoground(Benchmark):
                 images=tuple(self.source.image_ref(row, rec, col) for col in IMAGE_COLUMNS),
                 texts=(str(rec["caption_0"]), str(rec["caption_1"])),
                 truth=(0, 1),
-                meta={field: rec[field] for field in FIELDS[3:]},
+                # None: an id the tag file does not know (a mirror with other ids), in no tag's rows
+                meta={**{field: rec[field] for field in FIELDS[3:]},
+                      "diwan_tags": self.hardness_tags.get(str(rec["id"]))},
             ))
+        if self.subset is not None:
+            return self._tagged(items, self.subset)
+        for subset in self.subsets:  # a partial copy of the data may hold no item of a tag
+            if not self._tagged(items, subset, strict=False):
+                self.skipped[subset] = f"no item of {self.source.description} carries the tag {DIWAN_SUBSETS[subset]}"
         return items
+
+    def _tagged(self, items: list[Item], subset: str, strict: bool = True) -> list[Item]:
+        tag = DIWAN_SUBSETS[subset]
+        chosen = [i for i in items if i.meta["diwan_tags"] is not None and tag in i.meta["diwan_tags"]]
+        if strict and not chosen:
+            raise MissingDataError(f"winoground:{subset}: none of the {len(items)} items of "
+                                   f"{self.source.description} carries the tag {tag} in {self.tags_file}")
+        return chosen
 
     def load_image(self, ref: str) -> Image.Image:
         return self.source.load(ref).convert("RGB")
@@ -109,11 +152,18 @@ class Winoground(Benchmark):
 
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
         outcomes = [winoground_outcome(s) for s in scores]
-        return grouped_accuracy_rows(
-            {m: [o[m] for o in outcomes] for m in ("text", "image", "group")},
-            {field: [item.meta[field] for item in items] for field in BREAKDOWNS},
-            seed,
-        )
+        correct = {m: [o[m] for o in outcomes] for m in ("text", "image", "group")}
+        ids = [item.id for item in items]
+        rows = grouped_accuracy_rows(correct, {field: [item.meta[field] for item in items] for field in BREAKDOWNS},
+                                     seed, ids=ids)
+        if self.subset is not None:  # rows named by the subset, so they never pose as the whole benchmark's
+            return [replace(r, subset=self.subset if r.subset == "all" else f"{self.subset}/{r.subset}")
+                    for r in rows]
+        order = [NO_TAG, *(t.replace(" ", "") for t in DIWAN_TAGS)]
+        tagged = tagged_accuracy_rows(correct, [item.meta.get("diwan_tags") for item in items], "diwan_tag", seed,
+                                      order, ids=ids)
+        source = {"hardness_tags": f"Diwan et al. 2022, {self.tags_file.name}"}
+        return rows + [replace(r, details=source) for r in tagged]
 
     def details(self) -> dict[str, Any]:
         return {"source": self.source.description}
@@ -131,81 +181,52 @@ class Winoground(Benchmark):
         folder = Path(data_root) / "winoground"
         tried: list[str] = []
         found_folder = _folder_source(folder, tried) is not None
-        snapshot = _hub_snapshot(HF_ID, tried)
+        snapshot = hub_snapshot(HF_ID, tried)
         found_hub = snapshot is not None and _folder_source(snapshot, tried) is not None
         in_folder = DataRequirement("Winoground, repository layout (parquet or examples.jsonl + images)",
                                     str(folder), found_folder, HOW_TO_GET)
-        in_hub = DataRequirement("Winoground in the Hugging Face hub cache", str(snapshot or _hub_cache_dir()),
+        in_hub = DataRequirement("Winoground in the Hugging Face hub cache", str(snapshot or hub_cache_dir()),
                                  found_hub, HOW_TO_GET)
-        # the two places are alternatives: name the one in use, or both when neither has it
+        # the two places are alternatives: name the one in use, or both when neither has it (the
+        # hardness tags are not listed: they ship with the harness)
         if found_folder:
             return [in_folder]
         return [in_hub] if found_hub else [in_folder, in_hub]
 
 
+def read_diwan_tags(path: Path) -> dict[str, tuple[str, ...]]:
+    """Winoground id -> the item's hardness tags (Diwan et al. 2022), CamelCase ("Visually
+    Difficult" -> "VisuallyDifficult"), or (NoTag,) for an item without any. Reads the authors'
+    ``new_tag_assignments.json`` (``{"0": [], "3": ["Ambiguously Correct"], ...}``) or the shipped
+    copy, which holds that dict under ``"tags"`` beside its source and licence."""
+    if not path.is_file():
+        raise MissingDataError(f"Winoground hardness tags: {path} not found. The harness ships them as "
+                               f"{DIWAN_TAGS_FILE}; the original is new_tag_assignments.json in "
+                               "https://github.com/ajd12342/why-winoground-hard")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise BadRecordError(f"{path} is not valid JSON: {err}") from err
+    tags = data.get("tags", data) if isinstance(data, dict) else None
+    if not isinstance(tags, dict):
+        raise BadRecordError(f"{path} should map Winoground ids to lists of tags, found {type(data).__name__}")
+    out = {}
+    for key, value in tags.items():
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise BadRecordError(f"{path}: the tags of Winoground id {key!r} should be a list of strings, "
+                                 f"found {value!r}")
+        out[str(key)] = tuple(t.replace(" ", "") for t in value) or (NO_TAG,)
+    return out
+
+
 # -- data sources ---------------------------------------------------------------------------------
 
-class _Source:
-    """Records (metadata only) plus lazy image decoding; picklable for data-loader workers."""
-
-    description: str
-    records: list[dict[str, Any]]
-
-    def image_ref(self, row: int, record: dict[str, Any], column: str) -> str:
-        return f"{row}:{column}"
-
-    def load(self, ref: str) -> Image.Image:
-        raise NotImplementedError
-
-
-class _ParquetSource(_Source):
-    """``data/test-*.parquet``: images are structs {bytes, path}, read one row group at a time."""
-
-    def __init__(self, files: list[Path]) -> None:
-        import pyarrow.parquet as pq
-
-        self.files = files
-        self.description = f"parquet {files[0].parent}"
-        self.records = []
-        self._where: list[tuple[int, int, int]] = []  # row -> (file, row group, offset)
-        for fi, path in enumerate(files):
-            pf = pq.ParquetFile(path)
-            missing = [c for c in (*FIELDS, *IMAGE_COLUMNS) if c not in pf.schema_arrow.names]
-            if missing:
-                raise BadRecordError(f"{path} lacks column(s) {missing}; is this the Winoground parquet file?")
-            self.records += pf.read(columns=list(FIELDS)).to_pylist()
-            for rg in range(pf.num_row_groups):
-                self._where += [(fi, rg, off) for off in range(pf.metadata.row_group(rg).num_rows)]
-        self._cached: tuple[tuple[int, int], dict[str, list[Any]]] | None = None
-
-    def load(self, ref: str) -> Image.Image:
-        import pyarrow.parquet as pq
-
-        row, column = ref.split(":")
-        fi, rg, off = self._where[int(row)]
-        # Refs arrive in item order, so keep the last row group (both image columns) decoded:
-        # one parquet read per row group instead of one per image.
-        if self._cached is None or self._cached[0] != (fi, rg):
-            table = pq.ParquetFile(self.files[fi]).read_row_group(rg, columns=list(IMAGE_COLUMNS))
-            self._cached = ((fi, rg), {c: table.column(c).to_pylist() for c in IMAGE_COLUMNS})
-        cell = self._cached[1][column][off]
-        data = cell["bytes"] if isinstance(cell, dict) else cell
-        if not data:
-            raise BadRecordError(f"row {row} of {self.files[fi].name} has no bytes in {column}")
-        return decode_image(io.BytesIO(data), f"{self.files[fi].name} row {row} {column}")
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_cached": None}
-
-
-class _JsonlSource(_Source):
+class _JsonlSource(ImageSource):
     """``data/examples.jsonl`` with image names, images in ``data/images/`` or ``data/images.zip``."""
 
     def __init__(self, jsonl: Path, images_dir: Path, images_zip: Path) -> None:
-        self.images_dir = images_dir if images_dir.is_dir() else None
-        self.images_zip = images_zip if images_zip.is_file() else None
-        where = self.images_dir or self.images_zip
-        self.description = f"jsonl {jsonl} + {where}"
+        self.images = FolderOrZipImages(images_dir, images_zip)
+        self.description = f"jsonl {jsonl} + {self.images.description}"
         self.records = []
         with open(jsonl, encoding="utf-8") as f:
             for line_no, line in enumerate(f, 1):
@@ -219,53 +240,19 @@ class _JsonlSource(_Source):
                     if column not in record:
                         raise BadRecordError(f"{jsonl} line {line_no} lacks field {column!r}")
                 self.records.append(record)
-        self._zip_names: dict[str, str] | None = None
 
     def image_ref(self, row: int, record: dict[str, Any], column: str) -> str:
         return str(record[column])
 
     def load(self, ref: str) -> Image.Image:
-        stem = Path(ref).stem if Path(ref).suffix.lower() in (".png", ".jpg", ".jpeg") else ref
-        if self.images_dir is not None:
-            for name in (ref, f"{stem}.png", f"{stem}.jpg", f"{stem}.jpeg"):
-                path = self.images_dir / name
-                if path.is_file():
-                    return decode_image(path, str(path))
-            raise MissingDataError(f"image {ref!r} not found in {self.images_dir} (tried {stem}.png/.jpg)")
-        if self._zip_names is None:
-            with zipfile.ZipFile(self.images_zip) as z:
-                self._zip_names = {Path(n).stem: n for n in z.namelist() if not n.endswith("/")}
-        member = self._zip_names.get(stem)
-        if member is None:
-            raise MissingDataError(f"image {ref!r} not found in {self.images_zip}")
-        with zipfile.ZipFile(self.images_zip) as z:
-            return decode_image(io.BytesIO(z.read(member)), f"{self.images_zip}:{member}")
+        return self.images.load(ref)
 
 
-class _ArrowSource(_Source):
-    """A ``datasets.Dataset`` (memory-mapped arrow); images decode one cell at a time."""
-
-    def __init__(self, dataset: Any, description: str) -> None:
-        missing = [c for c in (*FIELDS, *IMAGE_COLUMNS) if c not in dataset.column_names]
-        if missing:
-            raise BadRecordError(f"{description} lacks column(s) {missing}")
-        self.description = description
-        self.records = dataset.select_columns(list(FIELDS)).to_list()
-        self._columns = {c: dataset.select_columns([c]) for c in IMAGE_COLUMNS}
-
-    def load(self, ref: str) -> Image.Image:
-        row, column = ref.split(":")
-        image = self._columns[column][int(row)][column]
-        if not isinstance(image, Image.Image):
-            raise BadRecordError(f"row {row} {column} of {self.description} is not an image")
-        return image
-
-
-def _folder_source(folder: Path, tried: list[str]) -> _Source | None:
+def _folder_source(folder: Path, tried: list[str]) -> ImageSource | None:
     data = folder / "data"
     parquet = sorted(data.glob("test-*.parquet"))
     if parquet:
-        return _ParquetSource(parquet)
+        return ParquetSource(parquet, FIELDS, IMAGE_COLUMNS, "Winoground")
     jsonl = data / "examples.jsonl"
     images_dir, images_zip = data / "images", data / "images.zip"
     if jsonl.is_file() and (images_dir.is_dir() or images_zip.is_file()):
@@ -277,33 +264,6 @@ def _folder_source(folder: Path, tried: list[str]) -> _Source | None:
     return None
 
 
-def _hub_cache_dir() -> str:
-    from huggingface_hub import constants
-
-    return os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
-
-
-def _hub_snapshot(repo_id: str, tried: list[str]) -> Path | None:
-    from huggingface_hub import snapshot_download
-
-    cache = _hub_cache_dir()
-    try:
-        path = snapshot_download(repo_id, repo_type="dataset", local_files_only=True, cache_dir=cache)
-    except Exception:
-        tried.append(f"the Hugging Face hub cache {cache} (no snapshot of {repo_id})")
-        return None
-    return Path(path)
-
-
-def _datasets_cache(repo_id: str, tried: list[str]) -> _Source | None:
-    import datasets
-
-    cache = os.environ.get("HF_DATASETS_CACHE") or None
-    try:
-        dataset = datasets.load_dataset(repo_id, split="test", cache_dir=cache)
-    except Exception as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        tried.append(f"datasets.load_dataset({repo_id!r}) from the datasets cache "
-                     f"{cache or datasets.config.HF_DATASETS_CACHE} ({first_line[:200]})")
-        return None
-    return _ArrowSource(dataset, f"datasets {repo_id}")
+def _datasets_cache(repo_id: str, tried: list[str]) -> ImageSource | None:
+    dataset = cached_dataset(repo_id, "test", tried)
+    return None if dataset is None else ArrowSource(dataset, FIELDS, IMAGE_COLUMNS, f"datasets {repo_id}")

@@ -31,6 +31,7 @@ class Prompts:
 
 
 Text = Union[str, Prompts]
+NO_TEXT = -1  # in Item.truth: no candidate text belongs to this image
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,16 @@ class Item:
     """One decision: ``images`` (refs the benchmark can decode) against ``texts``.
 
     ``truth[i]`` is the index of the text that belongs to image ``i`` (Winoground: (0, 1);
-    ARO/SugarCrepe: one image, one index). Image refs are opaque strings, unique within a
+    ARO/SugarCrepe: one image, one index), or ``NO_TEXT`` (-1) for an image no candidate describes
+    (the negative image of a text-to-image item, as in SVO-Probes). Image refs are opaque strings, unique within a
     benchmark, that ``Benchmark.load_image`` decodes; scorers use them as cache keys. Items that
     share the same candidates (zero-shot classes) should share one ``texts`` tuple object, which
     lets scorers and the store cache per tuple.
+
+    A *text-query* item compares texts with texts (SugarCrepe++'s text-only task): it has
+    ``query_texts`` in place of images (``images=()``), ``truth[q]`` is the index of the text that
+    belongs to query text ``q``, and its score matrix is len(query_texts) x len(texts), the
+    scorer's text-to-text similarity. Only scorers with ``Scorer.compares_texts`` score it.
     """
 
     id: str
@@ -49,18 +56,37 @@ class Item:
     texts: tuple[Text, ...]
     truth: tuple[int, ...]
     meta: Mapping[str, Any] = field(default_factory=dict)
+    query_texts: tuple[str, ...] = ()
+
+    @property
+    def matrix_rows(self) -> int:
+        """Rows of the item's score matrix: its query texts, else its images."""
+        return len(self.query_texts) if self.query_texts else len(self.images)
 
     def __post_init__(self) -> None:
-        if len(self.truth) != len(self.images):
-            raise ValueError(f"item {self.id}: truth has {len(self.truth)} entries for {len(self.images)} images")
+        if self.query_texts and self.images:
+            raise ValueError(f"item {self.id}: a text-query item has no images, got {len(self.images)}")
+        if len(self.truth) != self.matrix_rows:
+            what = "query texts" if self.query_texts else "images"
+            raise ValueError(f"item {self.id}: truth has {len(self.truth)} entries for {self.matrix_rows} {what}")
         for t in self.truth:
-            if not 0 <= t < len(self.texts):
-                raise ValueError(f"item {self.id}: truth index {t} outside 0..{len(self.texts) - 1}")
+            if t != NO_TEXT and not 0 <= t < len(self.texts):
+                raise ValueError(f"item {self.id}: truth index {t} outside 0..{len(self.texts) - 1} "
+                                 f"(or {NO_TEXT}: no text belongs to that image)")
 
 
 @dataclass(frozen=True)
 class MetricRow:
-    """One number of a benchmark's result. ``value`` and the interval are percentages."""
+    """One number of a benchmark's result. ``value`` and the interval are percentages.
+
+    The per-item fields let ``harness compare`` pair two runs item by item. ``item_ids`` are the
+    ids of the items the row aggregates (or of its units where a unit is not one item, such as a
+    pair of items or one query of an item: ``harness.metrics.unit_id``) and ``item_values`` one
+    number per item (1/0 for a binary outcome): the row's value is 100 x their mean, or, when ``item_groups`` names each item's group
+    (a macro-averaged row), 100 x the mean over groups of each group's mean. They stay in memory:
+    no CSV file holds them. Rows made by the helpers in ``harness.metrics`` fill them when given
+    ``ids=``.
+    """
 
     subset: str  # "all", a benchmark subset, or a breakdown containing "field=value"
     metric: str
@@ -69,6 +95,14 @@ class MetricRow:
     ci_low: float | None = None
     ci_high: float | None = None
     details: Mapping[str, Any] | None = None  # merged into the benchmark's details for this row
+    item_ids: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+    item_values: tuple[float, ...] | None = field(default=None, repr=False, compare=False)
+    item_groups: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def per_item(self) -> bool:
+        """Whether the row carries the per-item values that a paired comparison needs."""
+        return self.item_ids is not None and self.item_values is not None
 
 
 @dataclass(frozen=True)
@@ -83,7 +117,11 @@ class DataRequirement:
 
 # Which comparisons a metric needs: the whole matrix (Winoground), or only the best text per image
 # (ARO, SugarCrepe, zero-shot). Scorers that are expensive per pair may exploit the latter.
-Comparisons = Literal["matrix", "text_argmax"]
+# "ranking" (retrieval): every image of a gallery against every text of it, in both directions; the
+# engine then ranks (harness.ranking) instead of scoring item by item. A ranking benchmark's items
+# have one image each, and all their texts are that image's captions (its positives); the items
+# that share ``meta["subset"]`` form one gallery.
+Comparisons = Literal["matrix", "text_argmax", "ranking"]
 
 
 class Benchmark(ABC):
@@ -98,6 +136,10 @@ class Benchmark(ABC):
     subsets: ClassVar[tuple[str, ...]] = ()
     comparisons: ClassVar[Comparisons] = "matrix"
     OPTIONS: ClassVar[tuple[Option, ...]] = ()
+    # Keys of ``details()`` that only say how many items were drawn (shapes' ``n``): ``harness
+    # compare`` pairs two runs that differ in them on the items they share. A difference in any
+    # other key (a data source, an image size) refuses the comparison.
+    scope_details: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, data_root: Path, subset: str | None = None, **options: Any) -> None:
         """``subset`` None means every subset whose data is present; the others are listed in
@@ -136,8 +178,13 @@ class Benchmark(ABC):
         """Decode one image. Runs in data-loader worker processes, so keep state picklable."""
 
     @abstractmethod
-    def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
-        """Metric rows from each item's I x C score matrix (``seed`` drives the bootstrap)."""
+    def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray | None], seed: int) -> list[MetricRow]:
+        """Metric rows from each item's I x C score matrix (``seed`` drives the bootstrap).
+
+        A text-query item's matrix is ``None`` when the scorer cannot compare texts with texts
+        (``Scorer.compares_texts`` False): the runner never gave it to the scorer. A metric that
+        needs such items is then written as a row that says so (``harness.metrics.not_computed_row``:
+        value NaN, n 0, ``details["not_computed"]`` the reason) instead of failing the run."""
 
     def outcome(self, item: Item, scores: np.ndarray) -> dict[str, Any]:
         """Per-item results saved beside the scores for people who dig (e.g. {"text": True})."""
@@ -162,6 +209,15 @@ class Benchmark(ABC):
         hints = dict.fromkeys(r.how_to_get for r in cls.describe_data(Path(data_root)) if r.how_to_get)
         raise HarnessError(f"{cls.name} cannot be downloaded by the harness; get it by hand:\n  - "
                            + "\n  - ".join(hints or ["see `harness data`"]))
+
+    def ranking_metrics(self, items: Sequence[Item], rankings: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
+        """Metric rows of a ``comparisons = "ranking"`` benchmark, which the engine calls instead of
+        ``metrics``. ``rankings[i]`` is item i's record (``harness.ranking.RECORD_FIELDS``), one
+        entry per query: entry 0 ranks the gallery's texts for the item's image, entry 1 + j the
+        gallery's images for its text j. ``above`` / ``tied`` count the negatives that score
+        above / exactly level with the query's best positive, so a positive is within the first k
+        iff ``above + tied < k`` (ties against it) or ``above < k`` (ties for it)."""
+        raise NotImplementedError(f"benchmark {self.name} does not rank (comparisons={self.comparisons!r})")
 
 
 @dataclass
@@ -191,6 +247,14 @@ class Scorer(ABC):
     family: ClassVar[str]
     OPTIONS: ClassVar[tuple[Option, ...]] = ()
     default_model: ClassVar[str | None] = None
+    # A dual encoder: scores are dot products of L2-normalised embeddings that ``embed_images`` and
+    # ``embed_texts`` return, so a ranking benchmark is one matrix product (harness.ranking).
+    embeds: ClassVar[bool] = False
+    # Whether ``score`` accepts text-query items (``Item.query_texts``) and returns their
+    # text-to-text similarities. A scorer without a text-only score (the diffusion score needs an
+    # image) leaves it False: the runner then keeps such items from it and the benchmark reports
+    # the metrics that need them as not computed.
+    compares_texts: ClassVar[bool] = False
 
     def __init__(self, config: ScorerConfig) -> None:
         self.config = config
@@ -236,10 +300,20 @@ class Scorer(ABC):
 
     @abstractmethod
     def score(self, items: Sequence[Item]) -> list[np.ndarray]:
-        """One float array of shape (len(item.images), len(item.texts)) per item."""
+        """One float array of shape (len(item.images), len(item.texts)) per item; for a
+        text-query item (only given when ``compares_texts``), (len(item.query_texts), len(item.texts))."""
 
     def clear_images(self) -> None:
         """Forget encoded images (the runner calls this between benchmarks: refs are per benchmark)."""
+
+    def embed_images(self, refs: Sequence[str]) -> np.ndarray:
+        """(len(refs), d) float32 L2-normalised embeddings of images already added (``embeds`` only)."""
+        raise NotImplementedError(f"scorer {self.family} has no embeddings (embeds = False)")
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), d) float32 L2-normalised text embeddings (``embeds`` only); the score of an
+        image and a text is the dot product of their embeddings, equal to ``score``'s up to rounding."""
+        raise NotImplementedError(f"scorer {self.family} has no embeddings (embeds = False)")
 
     def prepare(self, comparisons: Comparisons) -> None:
         """Told before scoring which comparisons the benchmark's metric makes; a scorer that is

@@ -103,6 +103,10 @@ def run(
         help="Benchmark option key=value, repeatable (e.g. --bench-opt coco_json=/data/karpathy.json); "
              "`harness ls BENCHMARK` lists them.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    shortlist: Annotated[Optional[str], typer.Option(
+        help="Re-rank only a cheap scorer's k best candidates per image (and per text in retrieval): "
+             "SCORER[:MODEL[:PRETRAINED]]:k=N[:option=value...], e.g. clip:ViT-B-32:openai:k=10, "
+             "clip:local-dir:/path:k=10, clip:toy:clip:k=5.")] = None,
 ) -> None:
     """Score a benchmark with a scorer; append result rows to <results-dir>/leaderboard.csv.
 
@@ -121,20 +125,83 @@ def run(
             scorer=scorer, bench=bench, model=model, pretrained=pretrained, data_root=data_root,
             results_dir=results_dir, limit=limit, device=device, seed=seed, workers=workers,
             chunk_items=chunk_items, options=options, bench_options=parse_pairs(bench_opt or [], "--bench-opt"),
-            progress=progress,
+            progress=progress, shortlist=shortlist,
         )
     if not outcome.rows:  # a rank other than 0 of a distributed run: rank 0 reports
         return
     typer.echo(results.format_metric_rows(outcome.rows))
     for subset, why in outcome.skipped.items():
         typer.echo(f"skipped {subset}: {why}")
-    scored = outcome.evaluation.scored_now
+    scored, skipped = outcome.evaluation.scored_now, sum(outcome.evaluation.not_computed.values())
     typer.echo(f"\n{len(outcome.evaluation.items)} items ({scored} scored now, "
-               f"{len(outcome.evaluation.items) - scored} from the score store)")
+               f"{len(outcome.evaluation.items) - scored - skipped} from the score store"
+               + (f", {skipped} not computable" if skipped else "") + ")")
+    for why, count in outcome.evaluation.not_computed.items():
+        typer.echo(f"{count} items not computable: {why}")
     typer.echo(f"rows appended to   {outcome.leaderboard}")
     typer.echo(f"run folder         {outcome.run_dir} (config.json, metrics.csv, item_scores.jsonl)")
     for key, value in outcome.report.items():
         typer.echo(f"{key:<18} {value}")
+
+
+@app.command("score")
+def score(
+    images: Annotated[list[Path], typer.Argument(help="Image files to score (any format PIL reads).",
+                                                 show_default=False)],
+    text: Annotated[Optional[list[str]], typer.Option(
+        "--text", "-t", help="A text to score against every image; repeat for several.")] = None,
+    scorer: Annotated[str, typer.Option(help="Scorer name (see `harness ls`).")] = "clip",
+    model: Annotated[Optional[str], typer.Option(
+        help="As for `harness run`. Default: the scorer's own (`harness ls SCORER`), the toy models for the "
+             "built-in scorers.")] = None,
+    pretrained: Annotated[Optional[str], typer.Option(
+        help="Pretrained tag (openai, laion2b_s34b_b79k, ...) or a weights file (.pt/.bin/.safetensors).")] = None,
+    device: Annotated[str, typer.Option(help="auto (cuda if available), cpu, cuda, cuda:1, ...")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for any randomness of the scorer (the diffusion noise).")] = 0,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="The same as --opt batch_size=N: inputs per forward pass of the scorer's model.")] = None,
+    timesteps: Annotated[Optional[str], typer.Option(
+        help="The same as --opt timesteps=...: a count of evenly spaced timesteps, or a list like 100,500,900.")
+                         ] = None,
+    opt: Annotated[Optional[list[str]], typer.Option(
+        help="Scorer option key=value, repeatable (e.g. --opt precision=fp32); `harness ls SCORER` lists them.")
+                   ] = None,
+    workers: Annotated[int, typer.Option(help="Image-decoding worker processes (0: decode in this process).")] = 0,
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="Print JSON (scorer, model, images, texts, scores[image][text]) instead of a table.")] = False,
+) -> None:
+    """Score images against texts with any scorer: the images x texts matrix (higher = better match).
+
+    Example: harness score dog.jpg cat.jpg -t "a dog on a couch" -t "a couch on a dog"
+    """
+    from harness import scoring
+
+    with user_errors("nothing was scored."):
+        options = parse_pairs(opt or [], "--opt")
+        for key, value in (("batch_size", batch_size), ("timesteps", timesteps)):
+            if value is not None:  # declared sugar for the scorer option of the same name
+                options[key] = value
+        inputs, texts = scoring.check_inputs([str(p) for p in images], text or [])
+        built = scoring.get_scorer(scorer, model=model, pretrained=pretrained, device=device, seed=seed,
+                                   options=options)
+        matrix = scoring.score_pairs(built, inputs, texts, workers=workers)
+    described = built.describe()
+    labels = scoring.image_labels(inputs)
+    if json_output:
+        import json
+
+        typer.echo(json.dumps({
+            "scorer": scorer, "model": described.get("model", model or ""),
+            "pretrained": described.get("pretrained", pretrained or ""), "device": built.device_name,
+            "images": labels, "texts": texts, "scores": [[float(v) for v in row] for row in matrix],
+        }, indent=2))
+        return
+    from tabulate import tabulate
+
+    typer.echo(f"{scorer} scores, model {described.get('model', model)} on {built.device_name} "
+               "(rows: images, columns: texts; higher = better match)")
+    typer.echo(tabulate([[label, *row] for label, row in zip(labels, matrix.tolist())],
+                        headers=["image", *texts], tablefmt="github", floatfmt=".4f"))
 
 
 @app.command("leaderboard")
@@ -165,18 +232,58 @@ def leaderboard(
         typer.echo(f"\nwide table written to {csv}")
 
 
+@app.command("compare")
+def compare(
+    runs: Annotated[list[str], typer.Argument(
+        help="Two or more runs: run ids (folders in RESULTS_DIR/runs) or SCORER:MODEL (the newest finished run of "
+             "that scorer and model on each benchmark, e.g. clip:toy:clip). Every run is compared with the first.")],
+    results_dir: Annotated[Path, typer.Option(help="Folder holding runs/ and scores.sqlite.")] = Path("results"),
+    bench: Annotated[Optional[str], typer.Option(help="Only this benchmark.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the paired bootstrap.")] = 0,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
+    data_root: Annotated[Optional[Path], typer.Option(
+        help="Where the benchmark data is now, if it moved since the runs (default: the runs' own).")] = None,
+    write: Annotated[bool, typer.Option(
+        help="Append the rows to RESULTS_DIR/comparisons.csv (and the items behind them to comparisons/).")] = True,
+) -> None:
+    """Paired comparison of runs on the items they share: the difference with a paired bootstrap
+    interval and, for right/wrong outcomes, an exact McNemar test, per subset and metric."""
+    from harness.compare import compare as compare_runs
+    from harness.compare import format_comparison
+
+    if resamples < 1:
+        typer.echo("error: --resamples must be at least 1", err=True)
+        raise typer.Exit(2)
+    with user_errors("nothing was written."):
+        result = compare_runs(runs, results_dir, bench=bench, seed=seed, resamples=resamples, data_root=data_root,
+                              write=write)
+    typer.echo(format_comparison(result))
+    if result.csv_path is not None:
+        typer.echo(f"\ncomparison {result.comparison_id}: rows appended to {result.csv_path}; items behind them in "
+                   f"{result.items_path} (`harness report` links them to its item browser)")
+
+
 @app.command("report")
 def report(
     results_dir: Annotated[Path, typer.Option(help="Folder holding leaderboard.csv.")] = Path("results"),
     out: Annotated[Optional[Path], typer.Option(help="Where the figures and report.md go. Default: RESULTS_DIR/report.")
                    ] = None,
+    html: Annotated[bool, typer.Option(help="Also write index.html: sortable leaderboard, comparisons, item browser.")
+                    ] = True,
+    max_items: Annotated[int, typer.Option(
+        help="Items per benchmark in the item browser (those that comparisons point at are always there).")] = 2000,
+    thumbnails: Annotated[bool, typer.Option(help="Write thumbnails of the items' images into the report folder.")
+                          ] = True,
 ) -> None:
-    """Figures of the leaderboard (bars with confidence intervals per benchmark) and a markdown page."""
+    """Figures of the leaderboard (bars with confidence intervals per benchmark), a markdown page
+    and a browsable index.html (no server, no network) with an item browser per benchmark."""
     from harness.report import make_report
 
     with user_errors():
-        path = make_report(results_dir, out)
+        path = make_report(results_dir, out, html=html, max_items=max_items, thumbnails=thumbnails)
     typer.echo(f"report written to {path}")
+    if html:
+        typer.echo(f"open {path.parent / 'index.html'} in a browser (from disk: no server needed)")
 
 
 @app.command("data")

@@ -72,10 +72,13 @@ def stream_images(
     batch_size: int,
     workers: int,
     describe_ref: Callable[[str], str] = str,
+    on_error: str = "Replace or re-download the file; scores stored so far are kept, so rerunning the same "
+                    "command resumes.",
 ) -> Iterator[tuple[list[str], Any]]:
     """Yield (refs, stacked transformed images) in the order of ``refs``.
 
-    ``describe_ref`` turns a ref into words for error messages (e.g. which item uses it).
+    ``describe_ref`` turns a ref into words for error messages (e.g. which item uses it);
+    ``on_error`` ends the message of an image that cannot be decoded (what to do about it).
     """
     if not refs:
         return
@@ -91,9 +94,5 @@ def stream_images(
         if errors:
             ref, err = errors[0]
             more = f" (and {len(errors) - 1} more in the same batch)" if len(errors) > 1 else ""
-            raise ImageDecodeError(
-                f"cannot decode image {describe_ref(ref)}: {err}{more}. "
-                "Replace or re-download the file; scores stored so far are kept, "
-                "so rerunning the same command resumes."
-            )
+            raise ImageDecodeError(f"cannot decode image {describe_ref(ref)}: {err}{more}. {on_error}")
         yield batch_refs, pixels

@@ -1,10 +1,11 @@
-"""`harness report`: the leaderboard as figures and a markdown page people would rather look at.
+"""`harness report`: the leaderboard as figures, a markdown page, and a browsable HTML report.
 
 For every benchmark: one bar chart of its main metrics (subsets without a ``field=value``
 breakdown) for each scorer/model, with the 95% bootstrap intervals as error bars, and one chart per
 breakdown field (Winoground's ``collapsed_tag=...``, ARO's ``vg-relation/relation=...``). The
 newest run of each (scorer, model, benchmark, subset, metric) is shown. Output: PNG files and
-``report.md`` linking them, in ``<results-dir>/report/``.
+``report.md`` linking them, in ``<results-dir>/report/``, beside ``index.html``: the sortable
+leaderboard, the paired comparisons and an item browser per benchmark (``harness.report_html``).
 """
 
 from __future__ import annotations
@@ -69,12 +70,23 @@ def _bars(df: pd.DataFrame, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def _value(row: pd.Series) -> str:
+    """A row's value for the table; a metric the run could not compute says why (its bar is absent)."""
+    why = results.not_computed_reason(row.get("details", ""))
+    if why:
+        return f"not computed: {why}"
+    return f"{row['value']:.2f}" if row["value"] == row["value"] else ""
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
-def make_report(results_dir: Path, out_dir: Path | None = None) -> Path:
-    """Write the figures and report.md; returns the markdown file's path."""
+def make_report(results_dir: Path, out_dir: Path | None = None, html: bool = True, max_items: int | None = None,
+                thumbnails: bool = True) -> Path:
+    """Write the figures, report.md and (``html``) index.html with its data and thumbnails; returns
+    the markdown file's path. ``max_items``: items per benchmark in the browser (default
+    ``harness.report_html.MAX_ITEMS``; items that comparisons point at are always there)."""
     from tabulate import tabulate
 
     results_dir = Path(results_dir)
@@ -84,6 +96,10 @@ def make_report(results_dir: Path, out_dir: Path | None = None) -> Path:
     lines = ["# Results", "", f"From `{results_dir / results.LEADERBOARD}`: the newest run of each scorer, "
              "model, benchmark, subset and metric. Values are percentages; whiskers and brackets are 95% "
              "bootstrap intervals over items.", ""]
+    if html:
+        lines += ["Open [index.html](index.html) in a browser (from disk, no server) for the sortable leaderboard, "
+                  "the paired comparisons (`harness compare`) and an item browser per benchmark.", ""]
+    figures: list[tuple[str, str]] = []
     if df.empty:
         lines.append("No results yet: run `harness run ...` first.")
     else:
@@ -95,8 +111,9 @@ def make_report(results_dir: Path, out_dir: Path | None = None) -> Path:
             if not main.empty:
                 figure = f"{_slug(benchmark)}.png"
                 _bars(main, benchmark, out_dir / figure)
+                figures.append((benchmark, figure))
                 lines += [f"![{benchmark}]({figure})", ""]
-                table = [[_label(r), r["subset"], r["metric"], f"{r['value']:.2f}",
+                table = [[_label(r), r["subset"], r["metric"], _value(r),
                           f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if r["ci_low"] == r["ci_low"] else "", r["n"]]
                          for _, r in main.iterrows()]
                 lines += [tabulate(table, headers=["scorer: model", "subset", "metric", "value", "95% CI", "n"],
@@ -107,7 +124,13 @@ def make_report(results_dir: Path, out_dir: Path | None = None) -> Path:
                 mine = breakdowns[breakdowns["subset"].astype(str).str.startswith(f"{field}=")]
                 figure = f"{_slug(benchmark)}-by-{_slug(field)}.png"
                 _bars(mine, f"{benchmark} by {field}", out_dir / figure)
+                figures.append((f"{benchmark} by {field}", figure))
                 lines += [f"### By {field}", "", f"![{benchmark} by {field}]({figure})", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if html:
+        from harness.report_html import MAX_ITEMS, write_html
+
+        write_html(results_dir, out_dir, None if df.empty else df, figures,
+                   MAX_ITEMS if max_items is None else max_items, thumbnails)
     return path

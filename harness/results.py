@@ -323,20 +323,38 @@ def pivot(
 
 
 def format_table(wide: pd.DataFrame, floatfmt: str = ".2f") -> str:
+    """The wide table for people; a cell without a number (never run, or not computed) shows "-"."""
     from tabulate import tabulate
 
     if wide.empty:
         return "(no results yet)"
-    return tabulate(wide, headers="keys", tablefmt="github", showindex=False, floatfmt=floatfmt)
+    shown = wide.astype(object).where(wide.notna(), None)
+    return tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=floatfmt, missingval="-")
+
+
+def not_computed_reason(details: Any) -> str | None:
+    """Why a row has no value (its ``details["not_computed"]``), from a row dict or a leaderboard
+    cell holding the details as JSON; None for a computed row."""
+    if isinstance(details, str):
+        try:
+            details = json.loads(details) if details else {}
+        except json.JSONDecodeError:
+            return None
+    return details.get("not_computed") if isinstance(details, Mapping) else None
 
 
 def format_metric_rows(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The table `harness run` prints at the end of a run."""
+    """The table `harness run` prints at the end of a run; rows that could not be computed say
+    so, and why, under it."""
     from tabulate import tabulate
 
-    table = []
+    table, notes = [], []
     for r in rows:
         ci = f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if r.get("ci_low") is not None else ""
-        table.append([r["benchmark"], r["subset"], r["metric"], f"{r['value']:.2f}", ci, r["n"]])
-    return tabulate(table, headers=["benchmark", "subset", "metric", "value (%)", "95% CI", "n"],
-                    tablefmt="github")
+        why = not_computed_reason(r.get("details"))
+        if why:
+            notes.append(f"not computed: {r['benchmark']} {r['subset']} {r['metric']}: {why}")
+        table.append([r["benchmark"], r["subset"], r["metric"], "not computed" if why else f"{r['value']:.2f}", ci,
+                      r["n"]])
+    text = tabulate(table, headers=["benchmark", "subset", "metric", "value (%)", "95% CI", "n"], tablefmt="github")
+    return "\n".join([text, *dict.fromkeys(notes)])

@@ -10,7 +10,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,12 @@ class Evaluation:
     """What evaluate() returns: the items, their score matrices (from the store) and the metrics."""
 
     items: list[Item]
-    scores: list[np.ndarray]
+    scores: list[np.ndarray | None]  # None: a text-query item the scorer cannot score
     rows: list[MetricRow]
     scorer_key: str
-    scored_now: int  # items this call scored; the rest came from the store (resume)
+    scored_now: int  # items this call scored; the rest came from the store (resume) or were not computed
+    rankings: list[np.ndarray] | None = None  # ranking benchmarks: each item's record (harness.ranking)
+    not_computed: dict[str, int] = field(default_factory=dict)  # why -> how many items were not scored
 
 
 def evaluate(
@@ -57,12 +59,25 @@ def evaluate(
     interrupted evaluation resumes from there when called again with the same scorer and
     benchmark. (How many images or texts go through the model at once is the scorer's own
     ``batch_size`` option.)
+
+    Text-query items (``Item.query_texts``) go to the scorer only when it ``compares_texts``;
+    otherwise they are neither scored nor stored, the benchmark's ``metrics`` receives None in
+    their place, and ``Evaluation.not_computed`` counts them with the reason.
     """
+    special = _special_path(scorer, benchmark)
+    if special is not None:  # a ranking benchmark or a shortlist: their own modules, same contract
+        return special(scorer, benchmark, store, items=items, seed=seed, workers=workers, chunk_items=chunk_items,
+                       progress=progress)
     items = list(benchmark.items() if items is None else items)
     _check_unique_ids(items, benchmark)
     key = store.register_scorer(scorer.fingerprint())
-    done = store.stored_ids(key, benchmark.name, benchmark.version, items)
-    all_pending = [item for item in items if item.id not in done]
+    kept_back = {item.id for item in items if item.query_texts and not scorer.compares_texts}
+    computable = [item for item in items if item.id not in kept_back]
+    not_computed: dict[str, int] = {}
+    if kept_back:
+        not_computed[f"scorer {scorer.family} has no text-to-text score (compares_texts is False)"] = len(kept_back)
+    done = store.stored_ids(key, benchmark.name, benchmark.version, computable)
+    all_pending = [item for item in computable if item.id not in done]
     # under a distributed launch each rank scores every size-th pending item
     rank, size = distributed.world()
     pending = all_pending[rank::size]
@@ -84,7 +99,8 @@ def evaluate(
     )
 
     where = f" (rank 0 of {size}, its share)" if size > 1 else ""
-    bar = tqdm(total=len(items) if size == 1 else len(pending), initial=len(items) - len(pending) if size == 1 else 0,
+    bar = tqdm(total=len(computable) if size == 1 else len(pending),
+               initial=len(computable) - len(pending) if size == 1 else 0,
                unit="item", desc=f"{scorer.family} on {benchmark.key}{where}", disable=not progress or rank != 0,
                dynamic_ncols=True)
     try:
@@ -107,10 +123,23 @@ def evaluate(
         scorer.clear_images()
 
     distributed.barrier()  # every rank's scores are in the store before anyone reads them
-    stored = store.get(key, benchmark.name, benchmark.version, (i.id for i in items))
-    scores = [stored[i.id] for i in items]
+    stored = store.get(key, benchmark.name, benchmark.version, (i.id for i in computable))
+    scores = [None if i.id in kept_back else stored[i.id] for i in items]
     rows = benchmark.metrics(items, scores, seed)
-    return Evaluation(items=items, scores=scores, rows=rows, scorer_key=key, scored_now=len(all_pending))
+    return Evaluation(items=items, scores=scores, rows=rows, scorer_key=key, scored_now=len(all_pending),
+                      not_computed=not_computed)
+
+
+def _special_path(scorer: Scorer, benchmark: Benchmark) -> Any:
+    """The evaluate() of a ranking benchmark (harness.ranking) or of a shortlist scorer
+    (harness.shortlist), or None for the plain item-by-item path above."""
+    if benchmark.comparisons == "ranking":
+        from harness.ranking import evaluate_ranking
+
+        return evaluate_ranking
+    from harness.shortlist import ShortlistScorer, evaluate_shortlisted
+
+    return evaluate_shortlisted if isinstance(scorer, ShortlistScorer) else None
 
 
 def _check_unique_ids(items: Sequence[Item], benchmark: Benchmark) -> None:
@@ -125,10 +154,11 @@ def _check_scores(chunk: Sequence[Item], matrices: Sequence[np.ndarray], scorer:
     if len(matrices) != len(chunk):
         raise HarnessError(f"scorer {scorer.family} returned {len(matrices)} matrices for {len(chunk)} items")
     for item, m in zip(chunk, matrices):
-        shape = (len(item.images), len(item.texts))
+        shape = (item.matrix_rows, len(item.texts))
         if np.shape(m) != shape:
+            rows = "query texts" if item.query_texts else "images"
             raise HarnessError(f"scorer {scorer.family} returned shape {np.shape(m)} for item {item.id!r}, "
-                               f"expected {shape} (images x texts)")
+                               f"expected {shape} ({rows} x texts)")
         if not np.all(np.isfinite(m)):
             small = np.size(m) <= 8  # a zero-shot item has a thousand candidates: do not print them
             what = f"{np.asarray(m).tolist()} for texts {list(item.texts)}" if small else \
@@ -169,19 +199,57 @@ class RunResult:
 
 
 MAX_CANDIDATES_IN_RECORD = 16
+PER_ITEM_FIELDS = ("item_ids", "item_values", "item_groups")
 
 
-def _item_record(item: Item, scores: np.ndarray, benchmark: Benchmark) -> dict[str, Any]:
+def _row_fields(row: MetricRow) -> dict[str, Any]:
+    """A metric row's fields for the result files, without the per-item values (those stay in
+    memory, for `harness compare`)."""
+    return {f.name: getattr(row, f.name) for f in fields(row) if f.name not in PER_ITEM_FIELDS}
+
+
+def _item_record(item: Item, scores: np.ndarray | None, benchmark: Benchmark) -> dict[str, Any]:
     """One line of item_scores.jsonl. Items with many candidates (a zero-shot item has a thousand
-    classes of 80 prompts) keep their five best candidates per image (best5); the store has all."""
+    classes of 80 prompts) keep their five best candidates per image (best5); the store has all.
+    A text-query item carries its query texts (the matrix rows); one the scorer could not score
+    has ``"scores": null``."""
     labels = [t if isinstance(t, str) else t.label for t in item.texts]
-    record: dict[str, Any] = {"item_id": item.id, "truth": list(item.truth)}
+    # the image refs and meta let `harness report` show the item (thumbnails, tags) beside its scores
+    record: dict[str, Any] = {"item_id": item.id, "truth": list(item.truth), "images": list(item.images),
+                              "meta": _json_safe(dict(item.meta))}
+    if item.query_texts:
+        record["query_texts"] = list(item.query_texts)
+    if scores is None:
+        return {**record, "texts": labels, "scores": None}
     if len(labels) <= MAX_CANDIDATES_IN_RECORD:
         record.update(texts=labels, scores=scores)
     else:
         best = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+        record["truth_texts"] = [labels[t] for t in item.truth]
         record["best5"] = [[[labels[j], float(row[j])] for j in order] for row, order in zip(scores, best)]
     return {**record, **benchmark.outcome(item, scores)}
+
+
+def _shortlist_spec(shortlist: str | None) -> Any:
+    """The parsed ``--shortlist`` (checked before anything loads), or None."""
+    if not shortlist:
+        return None
+    from harness.shortlist import parse_shortlist
+
+    return parse_shortlist(shortlist)
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON values: numpy scalars become numbers, tuples lists, anything else its text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return str(value)
 
 
 def new_run_id() -> str:
@@ -203,13 +271,15 @@ def run(
     options: dict[str, Any] | None = None,
     bench_options: dict[str, Any] | None = None,
     progress: bool = True,
+    shortlist: str | None = None,
 ) -> RunResult:
     """Evaluate a registered scorer on a registered benchmark and record the results.
 
     Names and options are checked first, then the benchmark's data, and only then is the model
     loaded, so a typo or a missing dataset fails fast. Without ``model`` the scorer's own default
     (its ``default_model``) is used. Result rows reach ``leaderboard.csv`` only after every metric
-    was computed.
+    was computed. ``shortlist`` (``clip:ViT-B-32:openai:k=10``, see harness.shortlist) has the scorer
+    re-rank only a cheap scorer's k best candidates.
     """
     data_root = Path(data_root) if data_root is not None else default_data_root()
     results_dir = Path(results_dir)
@@ -218,6 +288,7 @@ def run(
     benchmark_cls = BENCHMARKS.get(bench_name)
     scorer_options = scorer_cls.resolve_options(options)
     benchmark_cls.resolve_options(bench_options)
+    spec = _shortlist_spec(shortlist)
     if limit is not None and limit < 1:
         raise HarnessError(f"--limit must be at least 1, got {limit}")
     if workers is not None and workers < 0:
@@ -244,8 +315,14 @@ def run(
             items = items[:limit]
         config = ScorerConfig(model=model, pretrained=pretrained, device=str(resolved_device), seed=seed,
                               options=scorer_options)
+        cheap = spec.build(str(resolved_device), seed) if spec is not None else None  # usually the faster to load
         scorer_obj: Scorer = scorer_cls(config)
     interrupts.check()
+    shortlisted = None
+    if cheap is not None:
+        from harness.shortlist import ShortlistScorer
+
+        shortlisted = scorer_obj = ShortlistScorer(scorer_obj, cheap, spec.k)
 
     run_id = distributed.broadcast(new_run_id())
     run_dir = results_dir / "runs" / run_id
@@ -258,8 +335,11 @@ def run(
         "benchmark_details": benchmark.details(), "skipped_subsets": benchmark.skipped,
         "harness_version": harness.__version__,
         "git_commit": results.git_commit(), "device": scorer_obj.device_name,
+        "started": dt.datetime.now().timestamp(),  # orders runs started within the same second
         **results.process_stamp(),  # lets a later run tell that a killed run is not running any more
     }
+    if spec is not None:
+        resolved["shortlist"] = shortlist
     if rank == 0:  # one set of run files however many processes score
         results.write_json(run_dir / "config.json", resolved)
 
@@ -285,12 +365,16 @@ def run(
         "device": scorer_obj.device_name, "seed": seed, "scorer_key": evaluation.scorer_key,
     }
     details = benchmark.details()
-    rows = [{**common, **asdict(r), "details": {**details, **(r.details or {})}} for r in evaluation.rows]
+    if shortlisted is not None:  # rows name both scorers and k
+        common["scorer"] = shortlisted.label(scorer)
+        details = {**details, **shortlisted.row_details()}
+    rows = [{**common, **_row_fields(r), "details": {**details, **(r.details or {})}} for r in evaluation.rows]
     item_records = (_item_record(item, m, benchmark) for item, m in zip(evaluation.items, evaluation.scores))
     results.write_run_files(run_dir, rows, item_records)
     leaderboard = results.append_rows(results_dir, rows)
     resolved["status"] = "done"
     resolved["scored_now"] = evaluation.scored_now
+    resolved["not_computed"] = evaluation.not_computed
     resolved["scorer_report"] = scorer_obj.report()  # this rank's counts
     results.write_json(run_dir / "config.json", resolved)
     return RunResult(run_id=run_id, run_dir=run_dir, leaderboard=leaderboard, rows=rows, evaluation=evaluation,

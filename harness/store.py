@@ -30,10 +30,21 @@ CREATE TABLE IF NOT EXISTS scores (
     benchmark TEXT NOT NULL,
     version TEXT NOT NULL,
     item_id TEXT NOT NULL,
-    texts_hash TEXT NOT NULL,  -- the item's texts: a changed caption makes a stored score stale
+    texts_hash TEXT NOT NULL,  -- the item's (query) texts: a changed caption makes a stored score stale
     scores BLOB NOT NULL,      -- the images x texts array in .npy format (dtype and shape kept)
     created REAL NOT NULL,
     PRIMARY KEY (scorer_key, benchmark, version, item_id)
+);
+CREATE TABLE IF NOT EXISTS rankings (
+    scorer_key TEXT NOT NULL,
+    benchmark TEXT NOT NULL,
+    version TEXT NOT NULL,
+    gallery TEXT NOT NULL,     -- what the ranks are relative to: the gallery's hash and the top-K kept
+    item_id TEXT NOT NULL,
+    scores BLOB NOT NULL,      -- the item's own images x texts matrix (.npy)
+    record BLOB NOT NULL,      -- its queries' top-K candidates and best-positive rank counts (.npy)
+    created REAL NOT NULL,
+    PRIMARY KEY (scorer_key, benchmark, version, gallery, item_id)
 );
 """
 
@@ -52,6 +63,15 @@ def texts_hash(texts: Sequence[Text]) -> str:
     if len(texts) > 16:  # only big shared tuples are worth remembering (and keeping alive)
         _hash_memo[id(texts)] = (texts, digest)
     return digest
+
+
+def item_hash(item: Item) -> str:
+    """What a stored score must match: the item's texts, and for a text-query item its query
+    texts too (items without query texts keep the plain texts hash, so older stores stay valid)."""
+    if not item.query_texts:
+        return texts_hash(item.texts)
+    joined = "\x1d".join(("query", *item.query_texts, texts_hash(item.texts)))
+    return hashlib.sha256(joined.encode()).hexdigest()[:16]
 
 
 def scorer_key(fingerprint: Mapping[str, Any]) -> str:
@@ -89,13 +109,13 @@ class ScoreStore:
                 (key, benchmark, version),
             )
             stored = dict(rows.fetchall())
-        return {item.id for item in items if stored.get(item.id) == texts_hash(item.texts)}
+        return {item.id for item in items if stored.get(item.id) == item_hash(item)}
 
     def put(self, key: str, benchmark: str, version: str, scores: Iterable[tuple[Item, np.ndarray]]) -> None:
         """Store several items' matrices in one transaction (all or nothing)."""
         now = time.time()
         rows = [
-            (key, benchmark, version, item.id, texts_hash(item.texts), _to_npy(m), now)
+            (key, benchmark, version, item.id, item_hash(item), _to_npy(m), now)
             for item, m in scores
         ]
         with self._connect() as db:
@@ -112,6 +132,44 @@ class ScoreStore:
             for item_id, blob in rows:
                 if item_id in wanted:
                     out[item_id] = np.load(io.BytesIO(blob), allow_pickle=False)
+        return out
+
+    # -- rankings (retrieval): per item, not per gallery pair ----------------------------------------
+    def ranked_ids(self, key: str, benchmark: str, version: str, gallery: str) -> set[str]:
+        """Ids of the items whose ranking records are stored for this gallery."""
+        with self._connect() as db:
+            rows = db.execute("SELECT item_id FROM rankings WHERE scorer_key=? AND benchmark=? AND version=? "
+                              "AND gallery=?", (key, benchmark, version, gallery))
+            return {item_id for (item_id,) in rows}
+
+    def ranked_galleries(self, key: str, benchmark: str, version: str) -> set[str]:
+        """The gallery keys (``Gallery.key``) this scorer has ranking records for."""
+        with self._connect() as db:
+            rows = db.execute("SELECT DISTINCT gallery FROM rankings WHERE scorer_key=? AND benchmark=? AND version=?",
+                              (key, benchmark, version))
+            return {gallery for (gallery,) in rows}
+
+    def put_rankings(self, key: str, benchmark: str, version: str, gallery: str,
+                     records: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> None:
+        """Store (item id, own score matrix, ranking record) triples in one transaction."""
+        now = time.time()
+        rows = [(key, benchmark, version, gallery, item_id, _to_npy(scores), _to_npy(record), now)
+                for item_id, scores, record in records]
+        with self._connect() as db:
+            db.executemany("INSERT OR REPLACE INTO rankings VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def get_rankings(self, key: str, benchmark: str, version: str, gallery: str,
+                     item_ids: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """item id -> (own score matrix, ranking record) for the stored ones among ``item_ids``."""
+        wanted = set(item_ids)
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        with self._connect() as db:
+            rows = db.execute("SELECT item_id, scores, record FROM rankings WHERE scorer_key=? AND benchmark=? "
+                              "AND version=? AND gallery=?", (key, benchmark, version, gallery))
+            for item_id, scores, record in rows:
+                if item_id in wanted:
+                    out[item_id] = (np.load(io.BytesIO(scores), allow_pickle=False),
+                                    np.load(io.BytesIO(record), allow_pickle=False))
         return out
 
 

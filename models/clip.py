@@ -85,10 +85,15 @@ def expected_quick_gelu(arch: str, pretrained: str | None) -> tuple[bool | None,
 
 
 class ClipScorer(Scorer):
-    """Cosine similarity of normalised open_clip embeddings. Options: ``harness ls clip``."""
+    """Cosine similarity of normalised open_clip embeddings. Options: ``harness ls clip``.
+
+    Text-query items (SugarCrepe++'s text-only task) get the cosine similarity of the normalised
+    text embeddings, from the same text cache."""
 
     family = "clip"
     default_model = "toy:clip"
+    embeds = True  # retrieval ranks by one matrix product of the cached embeddings (embed_images/texts)
+    compares_texts = True  # text-query items: cosine of the normalised text embeddings
     OPTIONS = (
         Option("batch_size", Int(1), 64, "images or texts per forward pass"),
         Option("quick_gelu", Bool(), None, "build the model with QuickGELU (true) or GELU (false); default: what "
@@ -228,15 +233,29 @@ class ClipScorer(Scorer):
             seen.add(id(item.texts))
             for t in item.texts:
                 strings.extend([t] if isinstance(t, str) else t.texts)
+        strings.extend(q for item in items for q in item.query_texts)
         self.encode_texts(strings)
         out = []
         for item in items:
-            images = torch.stack([self._image_cache[r] for r in item.images])
+            if item.query_texts:  # text-to-text: the rows are the query texts' embeddings
+                rows = torch.stack([self._text_cache[q] for q in item.query_texts])
+            else:
+                rows = torch.stack([self._image_cache[r] for r in item.images])
             # each distinct text is scored once and its column copied: identical candidates get
             # bit-identical scores, so a duplicate of the right caption always ties (and counts as wrong)
             distinct, column = self._text_matrix(item.texts)
-            out.append((images @ distinct.T)[:, column].numpy())
+            out.append((rows @ distinct.T)[:, column].numpy())
         return out
+
+    # -- embeddings (the dual-encoder capability of the Scorer contract) ---------------------------
+    def embed_images(self, refs: Sequence[str]) -> np.ndarray:
+        """The cached normalised embeddings of images already added, in the order of ``refs``."""
+        return torch.stack([self._image_cache[r] for r in refs]).numpy()
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Normalised text embeddings, encoded once and cached like ``score``'s."""
+        self.encode_texts(texts)
+        return torch.stack([self._text_cache[t] for t in texts]).numpy()
 
 
 def _trimmable(model: torch.nn.Module) -> bool:

@@ -232,8 +232,9 @@ def scorer_config(name: str, tmp: Path):
     raise KeyError(f"no tiny test model for scorer {name!r}: add one to tests/factories.py")
 
 
-def write_benchmark_data(name: str, root: Path, n: int = 6) -> None:
-    """Fixture data for a registered benchmark under a data root, in its real on-disk layout.
+def write_benchmark_data(name: str, root: Path, n: int = 6) -> dict:
+    """Fixture data for a registered benchmark under a data root, in its real on-disk layout;
+    returns the benchmark options a test should pass to stay that small (usually none).
 
     Each benchmark has its writer in tests/benchmark_fixtures/<name>.py (dashes as underscores), a
     function ``write(root, n)``; a new benchmark adds its own file there.
@@ -245,7 +246,8 @@ def write_benchmark_data(name: str, root: Path, n: int = 6) -> None:
     except ModuleNotFoundError as err:
         raise KeyError(f"no fixture writer for benchmark {name!r}: add tests/benchmark_fixtures/"
                        f"{name.replace('-', '_')}.py with write(root, n)") from err
-    module.write(root, n)
+    options = module.write(root, n)  # a writer may return other things for its own tests
+    return options if isinstance(options, dict) else {}
 
 
 # -- ARO ------------------------------------------------------------------------------------------

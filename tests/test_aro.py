@@ -26,7 +26,12 @@ def aro_root(tmp_path):
     return tmp_path
 
 
-def test_vg_items_crop_to_their_box_and_clip_boxes_partly_outside(aro_root):
+def _full_image(aro_root, name="2300000.jpg"):
+    with Image.open(aro_root / "aro" / "images" / name) as full:
+        return full.convert("RGB")
+
+
+def test_vg_items_crop_to_their_box_as_the_reference_does(aro_root):
     bench = ARO(aro_root, "vg-relation")
     items = bench.items()
     assert len(items) == 36 and items[0].id == "vg-relation/0"
@@ -34,17 +39,55 @@ def test_vg_items_crop_to_their_box_and_clip_boxes_partly_outside(aro_root):
     assert first.texts == ("the couch is on the dog", "the dog is on the couch") and first.truth == (1,)
     assert first.meta["group"] == "on"
     crop = bench.load_image(items[1].images[0])  # box x=5 y=3 w=40 h=50
-    with Image.open(aro_root / "aro" / "images" / "2300000.jpg") as full:
-        expected = full.convert("RGB").crop((5, 3, 45, 53))
-    assert np.array_equal(np.asarray(crop), np.asarray(expected))
+    assert np.array_equal(np.asarray(crop), np.asarray(_full_image(aro_root).crop((5, 3, 45, 53))))
+    # x=80 y=70 w=60 h=60 leaves the 96x96 image: the reference's Pillow crop keeps the whole box
+    # and fills the part outside with black
+    leaving = bench.load_image(items[11].images[0])
+    full = np.asarray(_full_image(aro_root))
+    assert leaving.size == (60, 60)
+    assert np.array_equal(np.asarray(leaving), np.asarray(_full_image(aro_root).crop((80, 70, 140, 130))))
+    pixels = np.asarray(leaving)
+    assert np.array_equal(pixels[:26, :16], full[70:96, 80:96])  # the part inside the image
+    assert not pixels[26:].any() and not pixels[:, 16:].any()  # black beyond the image's edges
+
+
+def test_box_clip_option_clips_to_the_image_and_keeps_its_own_ids(aro_root):
+    bench = ARO(aro_root, "vg-relation", box="clip")
+    items = bench.items()
+    assert items[0].id == "vg-relation/clip-box/0"
+    assert not {i.id for i in items} & {i.id for i in ARO(aro_root, "vg-relation").items()}
     clipped = bench.load_image(items[11].images[0])  # x=80 y=70 w=60 h=60 in a 96x96 image
     assert clipped.size == (16, 26)
+    assert np.array_equal(np.asarray(clipped), np.asarray(_full_image(aro_root).crop((80, 70, 96, 96))))
+    inside = bench.load_image(items[1].images[0])  # a box inside the image: both modes agree
+    assert np.array_equal(np.asarray(inside), np.asarray(ARO(aro_root, "vg-relation").load_image(
+        ARO(aro_root, "vg-relation").items()[1].images[0])))
 
 
-def test_box_wholly_outside_is_refused_with_the_image_named(aro_root):
-    bench = ARO(aro_root, "vg-relation")
+def test_box_wholly_outside_is_black_by_reference_and_refused_when_clipping(aro_root):
+    black = ARO(aro_root, "vg-relation").load_image("vg/2300000.jpg#200,0,10,10")
+    assert black.size == (10, 10) and not np.asarray(black).any()
     with pytest.raises(BadRecordError, match=r"box x=200.0 y=0.0 .* lies outside the 96x96 image .*2300000.jpg"):
-        bench.load_image("vg/2300000.jpg#200,0,10,10")
+        ARO(aro_root, "vg-relation", box="clip").load_image("vg/2300000.jpg#clip:200,0,10,10")
+    with pytest.raises(BadRecordError, match=r"box x=5.0 y=3.0 w=0.0 h=50.0 of image .*2300000.jpg is empty"):
+        ARO(aro_root, "vg-relation").load_image("vg/2300000.jpg#5,3,0,50")
+
+
+def test_vg_rows_count_the_boxes_that_leave_their_image(aro_root):
+    path = aro_root / "aro" / "visual_genome_relation.json"
+    records = json.loads(path.read_text())
+    records[3].update({"bbox_x": 500, "bbox_y": 500})  # wholly outside its 96x96 image
+    path.write_text(json.dumps(records))
+    for box in ("reference", "clip"):
+        bench = ARO(aro_root, "vg-relation", box=box)
+        items = bench.items()
+        scores = [np.array([[0.0, 1.0]])] * len(items)
+        rows = {(r.subset, r.metric): r for r in bench.metrics(items, scores, seed=0)}
+        details = rows[("vg-relation", "accuracy")].details
+        # the fixture's last box on each of its 3 images leaves the image, and now record 3
+        expected = {"box": box, "boxes_leaving_image": 4, "boxes_wholly_outside": 1}
+        assert details == expected
+        assert rows[("vg-relation", "macro_accuracy")].details.items() >= expected.items()
 
 
 def test_vg_attribution_groups(aro_root):
@@ -226,7 +269,7 @@ def test_whole_aro_run_reports_every_subset(aro_root, tiny_clip, tmp_path):
     assert again.scored_now == 0
 
 
-def test_a_box_outside_its_image_stops_the_run_naming_the_item(aro_root, tiny_clip, tmp_path):
+def test_a_box_outside_its_image_stops_a_clipping_run_naming_the_item(aro_root, tiny_clip, tmp_path):
     from harness.errors import ImageDecodeError
 
     path = aro_root / "aro" / "visual_genome_relation.json"
@@ -234,5 +277,6 @@ def test_a_box_outside_its_image_stops_the_run_naming_the_item(aro_root, tiny_cl
     records[3].update({"bbox_x": 500, "bbox_y": 500})
     path.write_text(json.dumps(records))
     scorer = ClipScorer(ScorerConfig(model=f"local-dir:{tiny_clip.local_dir}", options={"batch_size": 4}))
-    with pytest.raises(ImageDecodeError, match=r"item 'vg-relation/3'.*lies outside the 96x96 image"):
-        evaluate(scorer, ARO(aro_root, "vg-relation"), ScoreStore(tmp_path / "s.sqlite"), workers=0, progress=False)
+    with pytest.raises(ImageDecodeError, match=r"item 'vg-relation/clip-box/3'.*lies outside the 96x96 image"):
+        evaluate(scorer, ARO(aro_root, "vg-relation", box="clip"), ScoreStore(tmp_path / "s.sqlite"), workers=0,
+                 progress=False)

@@ -147,7 +147,8 @@ def test_killed_and_interrupted_processes_resume(tiny_clip, tmp_path):
     assert finished.returncode == 0, finished.stderr
     assert f"({n_items - after_interrupt} scored now, {after_interrupt} from the score store)" in finished.stdout
     board = pd.read_csv(results_dir / "leaderboard.csv")
-    assert len(board) == 18 and (board["n"][board["subset"] == "all"] == n_items).all()
+    # 3 metrics x (all + 3 tags + 2 predicate counts + NoTag and the 6 hardness tags ids 0..299 carry)
+    assert len(board) == 39 and (board["n"][board["subset"] == "all"] == n_items).all()
 
 
 def test_run_whole_benchmark_reports_skipped_subsets_and_bench_options(tiny_clip, tmp_path):

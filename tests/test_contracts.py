@@ -24,21 +24,23 @@ def scorers(tmp_path_factory):
 
 @pytest.mark.parametrize("name", BENCHMARKS.names())
 def test_benchmark_contract(name, tmp_path):
-    write_benchmark_data(name, tmp_path)
+    options = write_benchmark_data(name, tmp_path)
     cls = BENCHMARKS.get(name)
     assert issubclass(cls, Benchmark) and cls.name == name and cls.version
-    whole = cls(tmp_path)
+    whole = cls(tmp_path, **options)
     whole.items()
     present = [s for s in cls.subsets if s not in whole.skipped]
     assert set(whole.skipped) <= set(cls.subsets)
     for subset in (None, *present):
-        bench = cls(tmp_path, subset)
+        bench = cls(tmp_path, subset, **options)
         items = bench.items()
         assert items and len({i.id for i in items}) == len(items)
         for item in items[:3]:
-            assert item.images and item.texts
-            image = bench.load_image(item.images[0])
-            assert image.mode == "RGB" and image.size[0] > 0
+            assert (item.images or item.query_texts) and item.texts
+        with_images = [item for item in items if item.images]
+        assert with_images  # every benchmark has image items; text-query items come beside them
+        image = bench.load_image(with_images[0].images[0])
+        assert image.mode == "RGB" and image.size[0] > 0
         json.dumps(bench.details())
     requirements = cls.describe_data(tmp_path)
     assert requirements and all(isinstance(r, DataRequirement) for r in requirements)
@@ -50,18 +52,29 @@ def test_benchmark_contract(name, tmp_path):
 def test_scorer_on_benchmark(scorer_name, bench_name, scorers, tmp_path):
     scorer: Scorer = scorers[scorer_name]
     assert isinstance(scorer, Scorer) and scorer.family
-    write_benchmark_data(bench_name, tmp_path)
-    bench = BENCHMARKS.get(bench_name)(tmp_path)
+    options = write_benchmark_data(bench_name, tmp_path)
+    bench = BENCHMARKS.get(bench_name)(tmp_path, **options)
     fingerprint = scorer.fingerprint()
     assert json.loads(json.dumps(fingerprint)) == fingerprint and fingerprint == scorer.fingerprint()
     assert "model" in scorer.describe()
     result = evaluate(scorer, bench, ScoreStore(tmp_path / "s.sqlite"), workers=0, progress=False)
     for item, matrix in zip(result.items, result.scores):
-        assert matrix.shape == (len(item.images), len(item.texts))
+        if item.query_texts and not scorer.compares_texts:
+            assert matrix is None  # a scorer without a text-to-text score is never given text-query items
+            continue
+        assert matrix.shape == (len(item.query_texts) or len(item.images), len(item.texts))
         assert np.isfinite(matrix).all()
     assert result.rows and all(isinstance(r, MetricRow) for r in result.rows)
-    assert all(r.n > 0 and (np.isnan(r.value) or 0 <= r.value <= 100) for r in result.rows)
-    assert not scorer.has_image(result.items[0].images[0])  # cleared after the run
+    not_computed = [r for r in result.rows if (r.details or {}).get("not_computed")]
+    assert all(np.isnan(r.value) and r.n == 0 and r.ci_low is None for r in not_computed)
+    assert all(r.n > 0 and (np.isnan(r.value) or 0 <= r.value <= 100) for r in result.rows if r not in not_computed)
+    text_items = sum(bool(item.query_texts) for item in result.items)
+    if text_items and not scorer.compares_texts:  # the run and its rows say what was left out
+        assert sum(result.not_computed.values()) == text_items and not_computed
+    else:
+        assert not result.not_computed and not not_computed
+    first_image = next(ref for item in result.items for ref in item.images)
+    assert not scorer.has_image(first_image)  # cleared after the run
 
 
 @pytest.mark.parametrize("scorer_name", SCORERS.names())

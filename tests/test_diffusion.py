@@ -173,5 +173,5 @@ def test_two_processes_give_the_scores_of_one(tiny_sd, wino6, tmp_path):
 
     rows_one = pd.read_csv(tmp_path / "one" / "leaderboard.csv")
     rows_two = pd.read_csv(tmp_path / "two" / "leaderboard.csv")
-    assert len(rows_two) == len(rows_one) == 18
+    assert len(rows_two) == len(rows_one) == 27  # 3 overall, per collapsed_tag, num_main_preds, diwan_tag
     assert list(rows_two["value"]) == list(rows_one["value"])

@@ -80,13 +80,14 @@ def test_interrupted_run_writes_no_rows_and_the_rerun_writes_one_set(tiny_clip, 
     result = run(**kwargs)
     assert result.evaluation.scored_now == 24 - 8
     board = read_leaderboard(results_dir)
-    assert len(board) == len(result.rows) == 18  # 3 metrics x (all + 3 tags + 2 predicate counts)
+    # 3 metrics x (all + 3 tags + 2 predicate counts + the 5 hardness tags that ids 0..23 carry)
+    assert len(board) == len(result.rows) == 33
     assert set(board["run_id"]) == {result.run_id}
     assert not board.duplicated(["subset", "metric"]).any()
 
     again = run(**kwargs)  # a completed run repeated: nothing scored, a second set of rows
     assert again.evaluation.scored_now == 0
-    assert len(read_leaderboard(results_dir)) == 36
+    assert len(read_leaderboard(results_dir)) == 66
 
 
 def test_run_files_record_config_rows_and_item_scores(tiny_clip, wino_parquet_root, tmp_path):
@@ -100,7 +101,10 @@ def test_run_files_record_config_rows_and_item_scores(tiny_clip, wino_parquet_ro
     lines = [json.loads(x) for x in (result.run_dir / "item_scores.jsonl").read_text().splitlines()]
     assert [x["item_id"] for x in lines] == ["0", "1", "2", "3", "4"]
     assert np.array(lines[0]["scores"]).shape == (2, 2) and set(lines[0]) >= {"text", "image", "group"}
+    # what `harness report` shows beside the scores: the image refs and the item's meta
+    assert lines[0]["images"] == ["0:image_0", "0:image_1"] and lines[0]["meta"]["collapsed_tag"] == "Object"
     row = result.rows[0]
+    assert "item_ids" not in row and "item_values" not in row  # per-item values stay in memory
     assert row["n"] == 5 and row["seed"] == 7 and row["benchmark_version"] == "1"
     # the row names the model portably (folder name and weights hash); config.json keeps the path
     weights = config["scorer_fingerprint"]["weights"][:12]

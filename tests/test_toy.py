@@ -150,23 +150,59 @@ def test_t_interval_and_the_paired_summary(tmp_path):
     assert math.isnan(t_interval([5.0])[1])
     per_run = [{"arm": "toy clip", "seed": "", "subset": "relation", "metric": "accuracy", "value": 50.0,
                 "ci_low": 45.0, "ci_high": 55.0}]
-    for seed, (control, sds) in enumerate([(60.0, 61.0), (62.0, 64.0), (58.0, 61.0)]):
+    comparisons = []  # as harness.compare gives them for each seed, with the arm and seed added
+    for seed, (control, sds, p_holm) in enumerate([(60.0, 61.0, 0.5), (62.0, 64.0, 0.01), (58.0, 61.0, 0.03)]):
         per_run += [{"arm": "control", "seed": seed, "subset": "relation", "metric": "accuracy", "value": control},
                     {"arm": "sds-linear-full", "seed": seed, "subset": "relation", "metric": "accuracy",
                      "value": sds}]
-    rows = {r["arm"]: r for r in summarise(per_run)}
+        comparisons.append({"arm": "sds-linear-full", "seed": seed, "subset": "relation", "metric": "accuracy",
+                            "difference": sds - control, "p_holm": p_holm})
+    rows = {r["arm"]: r for r in summarise(per_run, comparisons)}
     assert rows["toy clip"]["interval"] == "bootstrap over items" and rows["toy clip"]["ci_low"] == 45.0
     assert rows["control"]["mean"] == 60.0 and rows["control"]["runs"] == 3
     assert rows["sds-linear-full"]["diff_vs_control"] == 2.0  # paired by seed: 1, 2, 3
     assert rows["sds-linear-full"]["diff_ci_low"] == pytest.approx(2 - 4.303 / math.sqrt(3), abs=1e-3)
+    assert (rows["sds-linear-full"]["seeds_better"], rows["sds-linear-full"]["seeds_worse"]) == (2, 0)
 
     from experiments.shapes.experiment import _write_csv
     from experiments.shapes.figures import shapes_experiment_table
 
-    summary = summarise(per_run)
+    summary = summarise(per_run, comparisons)
     _write_csv(tmp_path / "summary.csv", summary, list(summary[0]))
     table = shapes_experiment_table(tmp_path / "summary.csv")
-    assert "| toy clip " in table and "50.0 [45.0, 55.0]" in table and "Δ +2.0 [" in table
+    assert "| toy clip " in table and "50.0 [45.0, 55.0]" in table and "Δ +2.0 [" in table and "▲▲" in table
+
+
+def test_the_committed_experiment_summarises_the_same_from_paired_differences():
+    """The committed per-run rows, with each seed's difference to its control as harness.compare
+    reports it (B - A on the same 400 items), give the committed summary's paired columns."""
+    from pathlib import Path
+
+    from experiments.shapes.experiment import summarise
+
+    folder = Path(__file__).resolve().parent.parent / "results" / "shapes-experiment"
+    with open(folder / "per_run.csv", newline="") as f:
+        per_run = list(csv.DictReader(f))
+    with open(folder / "summary.csv", newline="") as f:
+        committed = {(r["arm"], r["subset"], r["metric"]): r for r in csv.DictReader(f)}
+    control = {(r["seed"], r["subset"], r["metric"]): float(r["value"]) for r in per_run if r["arm"] == "control"}
+    comparisons = [{"arm": r["arm"], "seed": r["seed"], "subset": r["subset"], "metric": r["metric"],
+                    "difference": float(r["value"]) - control[(r["seed"], r["subset"], r["metric"])], "p_holm": ""}
+                   for r in per_run if r["arm"].startswith("sds-")]
+    summary = summarise(per_run, comparisons)
+    assert len(summary) == len(committed)
+    for row in summary:
+        old = committed[(row["arm"], row["subset"], row["metric"])]
+        for column in ("mean", "ci_low", "ci_high", "diff_vs_control", "diff_ci_low", "diff_ci_high"):
+            if old[column] in ("", "nan"):
+                assert row[column] == "" or math.isnan(row[column]), (row, column)
+            else:
+                assert row[column] == pytest.approx(float(old[column]), abs=1e-3), (row, column)
+
+
+def summary_rows(folder):
+    with open(folder / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 @pytest.mark.slow
@@ -196,3 +232,19 @@ def test_the_whole_chain_on_a_reduced_budget(smoke_toys, tmp_path):
     with pytest.raises(HarnessError, match=r"other settings \(steps: 3 -> 4\).*another --out"):
         run_experiment(tmp_path / "shapes-experiment", replace(plan, steps=4), toy_root=smoke_toys[0], progress=False)
     assert "shapes_experiment.png" in (tmp_path / "shapes-experiment" / "summary.md").read_text()
+    # the paired comparisons come from harness compare: one per seed (every arm against that seed's
+    # control) and the diffusion score against CLIP, each row linked to its items for the report
+    from harness.compare import read_comparisons
+    from harness.report import make_report
+
+    folder = tmp_path / "shapes-experiment"
+    comparisons = read_comparisons(folder)
+    assert len({r["comparison_id"] for r in comparisons}) == 1 + len(plan.seeds)
+    per_seed = [r for r in comparisons if r["pairs"] == str(len(arms(plan)) - 1)]
+    assert all(any(f"sds-linear-full-seed{s}" in r["model_b"] for r in per_seed) for s in plan.seeds)
+    assert all(r["p_holm"] != "" and float(r["p_holm"]) >= float(r["p_value"]) for r in per_seed)
+    for row in summary_rows(folder):
+        assert row["seeds_better"] != "" if row["arm"].startswith("sds-") else row["seeds_better"] == ""
+    make_report(folder)
+    index = (folder / "report" / "data" / "index.js").read_text()
+    assert '"a_better":[' in index and (folder / "report" / "data" / "items-shapes.js").is_file()

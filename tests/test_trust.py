@@ -8,7 +8,6 @@ import csv
 import json
 import os
 import pickle
-import signal
 import stat
 import subprocess
 import sys
@@ -160,7 +159,7 @@ def test_a_bad_hand_edit_is_refused_before_scoring_and_reported_by_the_leaderboa
 
     result = _one_run(tiny_clip, data_root, results_dir, limit=4)
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert f"leaderboard.csv line 3: " in result.output and why in result.output
+    assert "leaderboard.csv line 3: " in result.output and why in result.output
     assert "Nothing was scored" in result.output and "Edit or delete that line" in result.output
     assert path.read_bytes() == edited and _stored(results_dir) == stored_before == 2
 

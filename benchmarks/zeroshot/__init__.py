@@ -24,7 +24,15 @@ Datasets (the subsets), read from the data root and never downloaded:
   test split (else validation); images from its ``Image`` column, labels and class names from
   its ``ClassLabel`` column.
 
-Those three use ``open_clip.SIMPLE_IMAGENET_TEMPLATES`` too. The readers live beside this file,
+Those three use ``open_clip.SIMPLE_IMAGENET_TEMPLATES`` too.
+
+``--bench-opt templates=...`` replaces each dataset's own templates (including a folder's
+``templates.txt``) with one set for all: ``cifar`` (the CLIP paper's 18 CIFAR templates, the
+CIFAR-100 list on cifar100 and the CIFAR-10 list elsewhere; the two lists are identical),
+``openai_imagenet`` (OpenAI's 80), ``simple`` (open_clip's 7), or the path of a text file with one
+template per line containing ``{c}``. Without it nothing changes. Rows and items name the set used
+(a file by its name and the start of its SHA-256); items scored with a set other than their
+dataset's own get ids ending ``#<set>``, so the score store keeps both. The readers live beside this file,
 one per source (cifar.py, imagenet.py, folders.py, torchvision_sets.py, huggingface.py). Without a subset (``--bench
 zeroshot``) cifar10, cifar100, imagenet1k and every folder dataset under ``<data-root>/zeroshot/``
 run when present; the absent ones are listed in ``skipped`` with the path looked at.
@@ -58,7 +66,7 @@ from benchmarks.zeroshot.folders import FOLDER_HOW, FOLDER_ROOT, folder_datasets
 from benchmarks.zeroshot.huggingface import HuggingFace
 from benchmarks.zeroshot.imagenet import IMAGENET_HOW, N_IMAGENET_CLASSES, imagenet
 from benchmarks.zeroshot.metrics import classification_rows, others_at_least
-from benchmarks.zeroshot.templates import template_set
+from benchmarks.zeroshot.templates import TemplatesOption, chosen_templates, template_set
 from benchmarks.zeroshot.torchvision_sets import Torchvision
 from harness.api import Benchmark, DataRequirement, Item, MetricRow, Prompts
 from harness.errors import HarnessError, MissingDataError, UnknownNameError
@@ -78,6 +86,9 @@ class ZeroShot(Benchmark):
     OPTIONS = (
         Option("hf_source", Text(), None, "for hf:<repo_id>: where datasets.load_dataset reads it from instead "
                                           "of the repo id (a local copy of the dataset repository, or a mirror)"),
+        Option("templates", TemplatesOption(), None, "prompt templates for every dataset: cifar (CLIP paper, 18), "
+                                                     "openai_imagenet (80), simple (open_clip, 7) or a file of "
+                                                     "lines with {c} (default: each dataset's own set)"),
     )
 
     def __init__(self, data_root: Path, subset: str | None = None, **options: Any) -> None:
@@ -110,6 +121,13 @@ class ZeroShot(Benchmark):
         return self._datasets
 
     def _open(self) -> dict[str, Dataset]:
+        opened = self._open_datasets()
+        if self.options["templates"] is not None:
+            for name, ds in opened.items():
+                ds.use_templates(*chosen_templates(self.options["templates"], name))
+        return opened
+
+    def _open_datasets(self) -> dict[str, Dataset]:
         if self.subset is not None:
             return {self.subset: open_dataset(self.subset, self.data_root, self.options["hf_source"])}
         opened: dict[str, Dataset] = {}
@@ -134,9 +152,11 @@ class ZeroShot(Benchmark):
     def items(self) -> list[Item]:
         items = []
         for name, ds in self.datasets.items():
+            # another template set gives other scores: another id, so the store keeps both
+            suffix = "" if ds.templates_name == ds.default_templates_name else f"#{ds.templates_name}"
             for index, label in enumerate(ds.labels.tolist()):
                 ref = f"{name}/{index}"
-                items.append(Item(id=ref, images=(ref,), texts=ds.classes, truth=(label,),
+                items.append(Item(id=ref + suffix, images=(ref,), texts=ds.classes, truth=(label,),
                                   meta={"subset": name, "class": ds.classes[label].label,
                                         "templates": ds.templates_name}))
         return items
@@ -166,7 +186,8 @@ class ZeroShot(Benchmark):
             matrix = np.stack([np.asarray(scores[k], dtype=float)[0] for k in members])
             truth = np.array([items[k].truth[0] for k in members])
             rows += classification_rows(subset, matrix, truth, seed,
-                                        {"templates": items[members[0]].meta["templates"]})
+                                        {"templates": items[members[0]].meta["templates"]},
+                                        ids=[items[k].id for k in members])
         return rows
 
     def details(self) -> dict[str, Any]:

@@ -29,7 +29,6 @@ class Dataset:
                  templates_name: str, templates: Sequence[str]) -> None:
         self.name = name
         self.description = description
-        self.templates_name = templates_name
         self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         if not classnames:
             raise BadRecordError(f"{name}: no class names ({description})")
@@ -40,12 +39,19 @@ class Dataset:
             hint = " (-1 marks an unlabelled image: is this a split without labels?)" if bad[0] < 0 else ""
             raise BadRecordError(f"{name}: label {int(bad[0])} is outside 0..{len(classnames) - 1} "
                                  f"({len(classnames)} class names; {description}){hint}")
+        self.classnames = tuple(classnames)
+        self.default_templates_name = templates_name  # the reader's own choice, before any --bench-opt
+        self.use_templates(templates_name, templates)
+
+    def use_templates(self, templates_name: str, templates: Sequence[str]) -> None:
+        """Describe every class with ``templates`` (``{c}`` standing for the class name)."""
         for t in templates:
             if "{c}" not in t:
-                raise BadRecordError(f"{name}: template {t!r} ({templates_name}) has no {{c}} for the class name")
+                raise BadRecordError(f"{self.name}: template {t!r} ({templates_name}) has no {{c}} for the class name")
+        self.templates_name = templates_name
         # ONE tuple shared by every item of the dataset: the CLIP scorer builds the classifier once
         self.classes: tuple[Prompts, ...] = tuple(
-            Prompts(label=c, texts=tuple(t.replace("{c}", c) for t in templates)) for c in classnames
+            Prompts(label=c, texts=tuple(t.replace("{c}", c) for t in templates)) for c in self.classnames
         )
 
     def load(self, index: int) -> Image.Image:

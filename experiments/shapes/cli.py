@@ -72,8 +72,9 @@ def toy_experiment(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Toy CLIP vs toy diffusion score vs SDS-CLIP vs the lambda = 0 control on every shapes subset,
-    over several seeds; writes leaderboard rows, summary.csv, summary.md, shortcut.csv and a figure
-    into --out."""
+    over several seeds; writes leaderboard rows, the paired comparisons of `harness compare`
+    (comparisons.csv: each arm against its seed's control), summary.csv, summary.md, shortcut.csv and
+    a figure into --out (`harness report --results-dir OUT` links the comparisons to the items)."""
     from experiments.shapes.experiment import ExperimentPlan, run_experiment
 
     with user_errors("finished fine-tunings and scores are kept in --out; rerun the same command to go on."):

@@ -8,9 +8,17 @@ Runs: the toy CLIP and the toy diffusion score once each; for every seed the con
 (lambda 0) and, for every h_w design and SDS gradient mode, SDS-CLIP; all fine-tuned from the
 toy CLIP and the toy pipeline on the same freshly rendered training split, and scored by the
 ordinary runner on every shapes subset. Everything lands in ``<out>/`` (its own leaderboard.csv,
-runs/ and score store; the fine-tuned folders in ``<out>/models/``, not meant for git) and in
-``summary.csv``: per subset and metric, the mean over seeds with a t-interval, and the paired
-difference to the control with its t-interval. Rerunning skips finished fine-tunings and scorings.
+runs/ and score store; the fine-tuned folders in ``<out>/models/``, not meant for git).
+
+Paired comparisons come from ``harness.compare``, written to ``<out>/comparisons.csv`` (and
+``comparisons/``, which ``harness report --results-dir <out>`` links to the items): per seed, every
+SDS-CLIP arm against the control of that seed on the same items (one comparison per seed, so Holm's
+correction runs over the arms), and the toy diffusion score against the toy CLIP. Across seeds
+``summary.csv`` aggregates them: per subset and metric, the mean over seeds with a t-interval; for
+each arm the mean of its per-seed paired differences to the control with a t-interval over seeds
+(the fine-tuning run is the unit that varies between seeds, so the interval is over seeds, not
+items), and how many seeds' item-level tests (exact McNemar, Holm over the arms) reach p < 0.05 in
+each direction. Rerunning skips finished fine-tunings, scorings and comparisons.
 """
 
 from __future__ import annotations
@@ -84,6 +92,9 @@ def run_experiment(out: Path, plan: ExperimentPlan = ExperimentPlan(), toy_root:
         shapes.write_training_set(out / "data", n=plan.steps * plan.batch_size, seed=plan.data_seed)
     (out / "plan.json").write_text(json.dumps(asdict(plan), indent=2) + "\n", encoding="utf-8")
 
+    singles: dict[str, str] = {}  # arm -> run id, for the single runs
+    arm_runs: dict[tuple[str, int], str] = {}  # (arm, seed) -> run id
+
     def score(scorer: str, model: str) -> list[dict[str, Any]]:
         done = _rows_of(out, scorer, model)
         if done:
@@ -94,7 +105,9 @@ def run_experiment(out: Path, plan: ExperimentPlan = ExperimentPlan(), toy_root:
 
     per_run: list[dict[str, Any]] = []
     for scorer, model, name in (("clip", clip, "toy clip"), ("diffusion", sd, "toy diffusion score")):
-        per_run += [{**row, "arm": name, "seed": ""} for row in score(scorer, model)]
+        rows = score(scorer, model)
+        singles[name] = rows[0]["run_id"]
+        per_run += [{**row, "arm": name, "seed": ""} for row in rows]
     for seed in plan.seeds:
         for arm in arms(plan):
             folder = out / "models" / f"{arm.name}-seed{seed}"
@@ -105,9 +118,13 @@ def run_experiment(out: Path, plan: ExperimentPlan = ExperimentPlan(), toy_root:
                     warmup_steps=max(1, plan.steps // 10), max_steps=plan.steps, save_every=plan.steps,
                     grad_norm_every=10, workers=0, device=device, seed=seed)
                 finetune(config, resume=(folder / "trainer_state.pt").exists(), progress=progress)
-            per_run += [{**row, "arm": arm.name, "seed": seed} for row in score("sds-clip", str(folder))]
-    _write_csv(out / "per_run.csv", per_run, ["arm", "seed", "subset", "metric", "value", "ci_low", "ci_high", "n"])
-    summary = summarise(per_run)
+            rows = score("sds-clip", str(folder))
+            arm_runs[(arm.name, seed)] = rows[0]["run_id"]
+            per_run += [{**row, "arm": arm.name, "seed": seed} for row in rows]
+    _write_csv(out / "per_run.csv", per_run,
+               ["arm", "seed", "subset", "metric", "value", "ci_low", "ci_high", "n", "run_id"])
+    comparisons = paired_comparisons(out, singles, arm_runs, plan)
+    summary = summarise(per_run, comparisons)
     path = out / "summary.csv"
     _write_csv(path, summary, list(summary[0]))
     _write_csv(out / "shortcut.csv", shortcut_table(out / "models"), list(SHORTCUT_COLUMNS))
@@ -162,6 +179,41 @@ def _rows_of(out: Path, scorer: str, model: str) -> list[dict[str, Any]]:
                 for r in csv.DictReader(f)]
 
 
+def paired_comparisons(out: Path, singles: dict[str, str], arm_runs: dict[tuple[str, int], str],
+                       plan: ExperimentPlan) -> list[dict[str, Any]]:
+    """The experiment's paired comparisons, from ``harness.compare`` (appended to
+    ``<out>/comparisons.csv``): the toy diffusion score against the toy CLIP, and for each seed
+    every SDS-CLIP arm against the control of that seed. A comparison of the same runs already in
+    the file is reused. Each row gains ``arm`` (the run B's arm) and ``seed``."""
+    from harness.compare import compare, read_comparisons
+
+    diffusion = singles["toy diffusion score"]
+    jobs: list[tuple[Any, list[str], dict[str, str]]] = [("", [singles["toy clip"], diffusion],
+                                                          {diffusion: "toy diffusion score"})]
+    for seed in plan.seeds:
+        names = {arm_runs[(arm.name, seed)]: arm.name for arm in arms(plan) if arm.name != "control"}
+        jobs.append((seed, [arm_runs[("control", seed)], *names], names))
+    existing = read_comparisons(out)
+    rows = []
+    for seed, runs, names in jobs:
+        found = _finished_comparison(existing, runs) or compare(runs, out).rows
+        rows += [{**row, "arm": names[row["run_b"]], "seed": seed} for row in found]
+    return rows
+
+
+def _finished_comparison(existing: list[dict[str, str]], runs: list[str]) -> list[dict[str, str]]:
+    """The rows of the newest comparison in comparisons.csv of exactly these runs (the first against
+    each other one), or [] when there is none."""
+    wanted = {(runs[0], b) for b in runs[1:]}
+    by_id: dict[str, list[dict[str, str]]] = {}
+    for row in existing:
+        by_id.setdefault(row["comparison_id"], []).append(row)
+    for rows in reversed(list(by_id.values())):
+        if {(r["run_a"], r["run_b"]) for r in rows} == wanted:
+            return rows
+    return []
+
+
 def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
     """Mean and 95% Student-t interval of a few values (nan bounds for a single value)."""
     x = np.asarray(values, dtype=float)
@@ -172,13 +224,21 @@ def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def summarise(per_run: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per arm, subset and metric: mean over seeds with a t-interval; for fine-tuned arms also the
-    paired difference to the control of the same seed. Single runs (toy CLIP, diffusion) keep
+def summarise(per_run: list[dict[str, Any]], comparisons: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per arm, subset and metric: mean over seeds with a t-interval. For fine-tuned arms also the
+    mean over seeds of the paired difference to the control of the same seed, as ``comparisons``
+    (``harness.compare``'s rows with ``arm`` and ``seed``) give it, with a t-interval over seeds,
+    and how many seeds' Holm-corrected item-level p-values are below 0.05 with the arm above
+    (seeds_better) or below (seeds_worse) the control. Single runs (toy CLIP, diffusion) keep
     their bootstrap interval over items."""
     keys = sorted({(r["subset"], r["metric"]) for r in per_run})
     names = list(dict.fromkeys(r["arm"] for r in per_run))
-    value = {(r["arm"], str(r["seed"]), r["subset"], r["metric"]): float(r["value"]) for r in per_run}
+    paired: dict[tuple[str, str, str], list[tuple[float, float | None]]] = {}
+    for c in comparisons:
+        if str(c["seed"]) != "":  # the per-seed comparisons against the control
+            p = c.get("p_holm")
+            paired.setdefault((c["arm"], c["subset"], c["metric"]), []).append(
+                (float(c["difference"]), None if p in (None, "") else float(p)))
     out = []
     for arm in names:
         mine = [r for r in per_run if r["arm"] == arm]
@@ -196,14 +256,14 @@ def summarise(per_run: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 interval = f"t over {len(rows)} seeds"
             entry = {"arm": arm, "subset": subset, "metric": metric, "mean": round(mean, 3),
                      "ci_low": round(low, 3), "ci_high": round(high, 3), "interval": interval, "runs": len(rows),
-                     "diff_vs_control": "", "diff_ci_low": "", "diff_ci_high": ""}
-            if arm.startswith("sds-"):
-                diffs = [value[(arm, s, subset, metric)] - value[("control", s, subset, metric)]
-                         for s in seeds if ("control", s, subset, metric) in value]
-                if diffs:
-                    d, d_low, d_high = t_interval(diffs)
-                    entry.update(diff_vs_control=round(d, 3), diff_ci_low=round(d_low, 3),
-                                 diff_ci_high=round(d_high, 3))
+                     "diff_vs_control": "", "diff_ci_low": "", "diff_ci_high": "", "seeds_better": "",
+                     "seeds_worse": ""}
+            pairs = paired.get((arm, subset, metric), [])
+            if pairs:
+                d, d_low, d_high = t_interval([diff for diff, _ in pairs])
+                entry.update(diff_vs_control=round(d, 3), diff_ci_low=round(d_low, 3), diff_ci_high=round(d_high, 3),
+                             seeds_better=sum(p is not None and p < 0.05 and diff > 0 for diff, p in pairs),
+                             seeds_worse=sum(p is not None and p < 0.05 and diff < 0 for diff, p in pairs))
             out.append(entry)
     return out
 

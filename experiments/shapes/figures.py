@@ -82,7 +82,8 @@ def toy_training_figure(log_csv: Path, path: Path) -> Path:
 def shapes_experiment_table(summary_csv: Path) -> str:
     """The summary as a markdown table: one row per arm, one column per subset/metric, each cell
     "mean [low, high]"; for SDS-CLIP arms a second line per cell with the paired difference to
-    the control."""
+    the control, and how many seeds' item-level tests found the arm above (▲) or below (▼) the
+    control at p < 0.05 (Holm over the arms), where any did."""
     import csv
 
     from tabulate import tabulate
@@ -103,6 +104,9 @@ def shapes_experiment_table(summary_csv: Path) -> str:
             if r["diff_vs_control"] != "":
                 text += (f"<br>Δ {float(r['diff_vs_control']):+.1f} "
                          f"[{_fmt(r['diff_ci_low'])}, {_fmt(r['diff_ci_high'])}]")
+                better, worse = int(r.get("seeds_better") or 0), int(r.get("seeds_worse") or 0)
+                if better or worse:
+                    text += f" {'▲' * better}{'▼' * worse}"
             line.append(text)
         table.append(line)
     return tabulate(table, headers=["arm", *[f"{s} {m}" for s, m in columns]], tablefmt="github")
