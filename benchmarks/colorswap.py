@@ -122,6 +122,13 @@ class ColorSwap(Benchmark):
         return {"source": self.source.description, "split": self.split}
 
     @classmethod
+    def download(cls, data_root: Path) -> list[str]:
+        """The dataset repository into <data-root>/colorswap (gated: needs `huggingface-cli login` and the terms accepted on its page first)."""
+        from harness.hub import download_dataset_repo
+
+        return download_dataset_repo(HF_ID, Path(data_root) / "colorswap", HOW_TO_GET)
+
+    @classmethod
     def describe_data(cls, data_root: Path) -> list[DataRequirement]:
         folder = Path(data_root) / "colorswap"
         tried: list[str] = []

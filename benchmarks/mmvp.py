@@ -174,6 +174,13 @@ class MMVPVLM(Benchmark):
         return {"ties": self.ties, "patterns": self.patterns, "prompt": self.prompt}
 
     @classmethod
+    def download(cls, data_root: Path) -> list[str]:
+        """The dataset repository into <data-root>/mmvp_vlm."""
+        from harness.hub import download_dataset_repo
+
+        return download_dataset_repo(HF_ID, Path(data_root) / "mmvp_vlm", HOW_TO_GET)
+
+    @classmethod
     def describe_data(cls, data_root: Path) -> list[DataRequirement]:
         folder = Path(data_root) / "mmvp_vlm"
         tried: list[str] = []

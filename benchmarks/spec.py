@@ -165,6 +165,13 @@ class Spec(Benchmark):
         return {"source": self.files.portable_description}
 
     @classmethod
+    def download(cls, data_root: Path) -> list[str]:
+        """The dataset repository into <data-root>/spec (data.zip is read as it is)."""
+        from harness.hub import download_dataset_repo
+
+        return download_dataset_repo(HF_ID, Path(data_root) / "spec", HOW_TO_GET)
+
+    @classmethod
     def describe_data(cls, data_root: Path) -> list[DataRequirement]:
         root = Path(data_root) / "spec"
         tried: list[str] = []

@@ -50,6 +50,7 @@ SUBSETS = tuple(FILES)
 EXPECTED_SIZES = {"replace-att": 788, "replace-obj": 1652, "replace-rel": 1406, "swap-att": 666, "swap-obj": 245}
 FIELDS = ("id", "filename", "caption", "caption2", "negative_caption")
 IMAGE_METRICS = ("itt", "p1_vs_neg", "p2_vs_neg")
+HF_ID = "Aman-J/SugarCrepe_pp"  # the authors' Hugging Face dataset: data/*.json
 HOW_TO_GET = (
     "Where there is network: `huggingface-cli download Aman-J/SugarCrepe_pp --repo-type dataset "
     "--local-dir <data-root>/sugarcrepe_pp` (or copy data/*.json of github.com/Sri-Harsha/scpp into "
@@ -203,6 +204,14 @@ class SugarCrepePP(Benchmark):
 
     def details(self) -> dict[str, Any]:
         return {"annotations": self.annotations.name, "images": self.images.name}
+
+    @classmethod
+    def download(cls, data_root: Path) -> list[str]:
+        """The dataset repository into <data-root>/sugarcrepe_pp (the COCO val2017 images are not in it:
+        see `harness data`)."""
+        from harness.hub import download_dataset_repo
+
+        return download_dataset_repo(HF_ID, Path(data_root) / "sugarcrepe_pp", HOW_TO_GET)
 
     @classmethod
     def describe_data(cls, data_root: Path) -> list[DataRequirement]:

@@ -299,3 +299,18 @@ def test_runs_look_in_local_caches_only_and_downloading_is_explicit(tmp_path, mo
     assert fetched[1][0] == "stabilityai/stable-diffusion-2-1-base" and fetched[1][2] is False
     by_hand = cli.invoke(app, ["data", "--data-root", str(tmp_path), "--download", "aro"])
     assert by_hand.exit_code == 2 and "aro cannot be downloaded by the harness; get it by hand" in by_hand.output
+
+
+@pytest.mark.parametrize("bench, repo, folder", [
+    ("colorswap", "stanfordnlp/colorswap", "colorswap"), ("mmvp-vlm", "MMVP/MMVP_VLM", "mmvp_vlm"),
+    ("spec", "wjpoom/SPEC", "spec"), ("sugarcrepe-pp", "Aman-J/SugarCrepe_pp", "sugarcrepe_pp"),
+])
+def test_hub_published_benchmarks_download_into_the_folder_they_read(tmp_path, monkeypatch, bench, repo, folder):
+    import huggingface_hub
+
+    fetched = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, **kwargs: fetched.append((repo_id, kwargs)) or kwargs["local_dir"])
+    got = cli.invoke(app, ["data", "--data-root", str(tmp_path), "--download", bench])
+    assert got.exit_code == 0, got.output
+    assert fetched == [(repo, {"repo_type": "dataset", "local_dir": str(tmp_path / folder)})]
