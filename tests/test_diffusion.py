@@ -40,11 +40,11 @@ def wino6(tmp_path_factory):
     return root
 
 
-def _scores(folder, bench, tmp_path, name="s", **options):
+def _scores(folder, bench, tmp_path, name="s", items=None, **options):
     batch_size = options.pop("batch_size", 16)
     scorer = DiffusionScorer(ScorerConfig(model=str(folder),
                                           options={"batch_size": batch_size, "timesteps": 3, **options}))
-    result = evaluate(scorer, bench, ScoreStore(tmp_path / f"{name}.sqlite"), workers=0, progress=False)
+    result = evaluate(scorer, bench, ScoreStore(tmp_path / f"{name}.sqlite"), items=items, workers=0, progress=False)
     return scorer, result
 
 
@@ -193,7 +193,7 @@ class _WidePhotos(Benchmark):
     TEXTS = ("a dog on a couch", "a couch on a dog")
 
     def items(self):
-        return [Item(id=str(k), images=(str(2 * k), str(2 * k + 1)), texts=self.TEXTS, truth=(0, 1)) for k in range(3)]
+        return [Item(id=str(k), images=(str(2 * k), str(2 * k + 1)), texts=self.TEXTS, truth=(0, 1)) for k in range(2)]
 
     def load_image(self, ref):
         return photo(int(ref), 64).resize((96, 48))
@@ -216,38 +216,38 @@ def _by_hand(folder, bench, result, timesteps, **reference_options):
 
 def test_diffusion_itm_protocol_matches_the_reference_by_hand(tiny_sd, tmp_path):
     bench = _WidePhotos(tmp_path)
-    scorer, result = _scores(tiny_sd, bench, tmp_path, protocol="diffusion-itm", uncond="on")
-    # DiffusionITM's grid for 3 timesteps: range(10, 990, 1000 // 3)
-    assert scorer.timesteps == [10, 343, 676]
+    scorer, result = _scores(tiny_sd, bench, tmp_path, protocol="diffusion-itm", uncond="on", timesteps=2)
+    # DiffusionITM's grid for 2 timesteps: range(10, 990, 1000 // 2)
+    assert scorer.timesteps == [10, 510]
     fingerprint = scorer.fingerprint()
     assert {k: fingerprint[k] for k in ("protocol", "distance", "vae_latent", "preprocess", "uncond", "precision")} == {
         "protocol": "diffusion-itm", "distance": "l2-norm", "vae_latent": "sample-per-pass", "preprocess": "squash",
         "uncond": True, "precision": "fp32"}  # fp16 from a protocol means fp32 on the CPU
-    assert scorer.describe()["pretrained"] == "protocol=diffusion-itm,timesteps=3,uncond=true"
-    for matrix, expected in _by_hand(tiny_sd, bench, result, [10, 343, 676], uncond=True, distance="l2-norm",
+    assert scorer.describe()["pretrained"] == "protocol=diffusion-itm,timesteps=2,uncond=true"
+    for matrix, expected in _by_hand(tiny_sd, bench, result, [10, 510], uncond=True, distance="l2-norm",
                                      latent="sample-per-pass", preprocess="squash"):
         np.testing.assert_allclose(matrix, expected, rtol=1e-5, atol=1e-5)
     # the per-pass samples differ per caption, so the empty prompt's error is no longer one
     # constant per image, and the posterior samples are not the mean
-    mean_reference = PlainDiffusionScore(tiny_sd, [10, 343, 676], seed=0, uncond=True, distance="l2-norm",
+    mean_reference = PlainDiffusionScore(tiny_sd, [10, 510], seed=0, uncond=True, distance="l2-norm",
                                          latent="mean", preprocess="squash")
     item = result.items[0]
     at_mean = mean_reference.scores([bench.load_image(r) for r in item.images], item.texts)
     assert np.abs(result.scores[0] - at_mean).max() > 1e-4
-    # 3 items x 2 images x 2 captions x (the caption + the empty prompt on that caption's samples) x 3 timesteps
-    assert scorer.unet_passes == 3 * 2 * 2 * 2 * 3
+    # 2 items x 2 images x 2 captions x (the caption + the empty prompt on that caption's samples) x 2 timesteps
+    assert scorer.unet_passes == 2 * 2 * 2 * 2 * 2
 
 
 def test_diffusion_classifier_protocol_matches_the_reference_by_hand(tiny_sd, wino6, tmp_path):
     bench = Winoground(wino6)
-    scorer, result = _scores(tiny_sd, bench, tmp_path, protocol="diffusion-classifier")
+    scorer, result = _scores(tiny_sd, bench, tmp_path, items=bench.items()[:3], protocol="diffusion-classifier")
     # Diffusion Classifier's grid for 3 timesteps: range(1000 // 3 // 2, 1000, 1000 // 3)
     assert scorer.timesteps == [166, 499, 832]
     assert scorer.describe()["pretrained"] == "protocol=diffusion-classifier,timesteps=3"
     for matrix, expected in _by_hand(tiny_sd, bench, result, [166, 499, 832], uncond=False, distance="l2",
                                      latent="mean", preprocess="crop"):
         np.testing.assert_allclose(matrix, expected, rtol=1e-5, atol=1e-6)
-    assert scorer.unet_passes == 6 * 2 * 2 * 3  # no unconditional passes
+    assert scorer.unet_passes == 3 * 2 * 2 * 3  # no unconditional passes
 
 
 def test_explicit_options_win_over_the_protocol_and_are_named(tiny_sd, tmp_path):
@@ -274,16 +274,16 @@ def test_explicit_options_win_over_the_protocol_and_are_named(tiny_sd, tmp_path)
 def test_vae_sample_per_image_by_hand_and_unchanged_by_batch_size_and_resume(tiny_sd, wino6, tmp_path):
     bench = Winoground(wino6)
     options = {"vae_latent": "sample", "timesteps": 2}
-    one_go, result = _scores(tiny_sd, bench, tmp_path, "one", batch_size=64, **options)
+    items = bench.items()[:3]
+    one_go, result = _scores(tiny_sd, bench, tmp_path, "one", items=items, batch_size=64, **options)
     for matrix, expected in _by_hand(tiny_sd, bench, result, one_go.timesteps, latent="sample"):
         np.testing.assert_allclose(matrix, expected, rtol=1e-5, atol=1e-6)
-    # another process state: two items first, then the rest resumed, batch 1, one item per chunk
+    # another process state: one item first, then the rest resumed, batch 1, one item per chunk
     store = ScoreStore(tmp_path / "resumed.sqlite")
     config = ScorerConfig(model=str(tiny_sd), options={**options, "batch_size": 1})
-    items = bench.items()
-    evaluate(DiffusionScorer(config), bench, store, items=items[:2], workers=0, progress=False)
+    evaluate(DiffusionScorer(config), bench, store, items=items[:1], workers=0, progress=False)
     resumed = evaluate(DiffusionScorer(config), bench, store, items=items, workers=0, chunk_items=1, progress=False)
-    assert resumed.scored_now == 4
+    assert resumed.scored_now == 2
     for a, b in zip(result.scores, resumed.scores):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
