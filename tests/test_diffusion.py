@@ -9,17 +9,18 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from diffusion_reference import PlainDiffusionScore
-from factories import PhotoBenchmark, write_winoground_parquet
+from factories import PhotoBenchmark, photo, write_winoground_parquet
 from factories_diffusion import build_tiny_sd
 
 from benchmarks.winoground import Winoground
 from harness.metrics import winoground_outcome
-from harness.api import Item, ScorerConfig
+from harness.api import Benchmark, Item, ScorerConfig
 from harness.errors import HarnessError, MissingWeightsError
 from harness.runner import evaluate
 from harness.store import ScoreStore
-from models.diffusion import DiffusionScorer, even_timesteps
+from models.diffusion import DiffusionScorer, denoising_error, even_timesteps, first_stage, timestep_grid
 
 
 @pytest.fixture(scope="session")
@@ -39,11 +40,11 @@ def wino6(tmp_path_factory):
     return root
 
 
-def _scores(folder, bench, tmp_path, name="s", **options):
+def _scores(folder, bench, tmp_path, name="s", items=None, **options):
     batch_size = options.pop("batch_size", 16)
     scorer = DiffusionScorer(ScorerConfig(model=str(folder),
                                           options={"batch_size": batch_size, "timesteps": 3, **options}))
-    result = evaluate(scorer, bench, ScoreStore(tmp_path / f"{name}.sqlite"), workers=0, progress=False)
+    result = evaluate(scorer, bench, ScoreStore(tmp_path / f"{name}.sqlite"), items=items, workers=0, progress=False)
     return scorer, result
 
 
@@ -124,12 +125,17 @@ def test_even_timesteps():
 
 
 def test_bad_options_and_missing_pipelines(tiny_sd, tmp_path, monkeypatch):
-    with pytest.raises(HarnessError, match="--opt steps: not an option of scorer diffusion; valid: batch_size, timesteps"):
+    with pytest.raises(HarnessError, match="--opt steps: not an option of scorer diffusion; valid: protocol, batch_size, "
+                                           "timesteps"):
         DiffusionScorer(ScorerConfig(model=str(tiny_sd), options={"steps": 3}))
     with pytest.raises(HarnessError, match=r"timesteps: \[2000\] outside 0..999"):
         DiffusionScorer(ScorerConfig(model=str(tiny_sd), options={"timesteps": "10,2000"}))
-    with pytest.raises(HarnessError, match="distance='cosine' for scorer diffusion: expected one of l2, l1"):
+    with pytest.raises(HarnessError, match="distance='cosine' for scorer diffusion: expected one of l2, l1, huber, "
+                                           "l2-norm"):
         DiffusionScorer(ScorerConfig(model=str(tiny_sd), options={"distance": "cosine"}))
+    with pytest.raises(HarnessError, match="protocol='itm' for scorer diffusion: expected one of harness, "
+                                           "diffusion-itm, diffusion-classifier"):
+        DiffusionScorer(ScorerConfig(model=str(tiny_sd), options={"protocol": "itm"}))
     with pytest.raises(HarnessError, match="--pretrained is not used"):
         DiffusionScorer(ScorerConfig(model=str(tiny_sd), pretrained="x"))
     (tmp_path / "half").mkdir()
@@ -175,3 +181,144 @@ def test_two_processes_give_the_scores_of_one(tiny_sd, wino6, tmp_path):
     rows_two = pd.read_csv(tmp_path / "two" / "leaderboard.csv")
     assert len(rows_two) == len(rows_one) == 27  # 3 overall, per collapsed_tag, num_main_preds, diwan_tag
     assert list(rows_two["value"]) == list(rows_one["value"])
+
+
+# -- protocols --------------------------------------------------------------------------------------
+
+class _WidePhotos(Benchmark):
+    """2x2 items of wide photographs, where squashing and centre-cropping give different pixels."""
+
+    name = "wide-photos"
+    version = "1"
+    TEXTS = ("a dog on a couch", "a couch on a dog")
+
+    def items(self):
+        return [Item(id=str(k), images=(str(2 * k), str(2 * k + 1)), texts=self.TEXTS, truth=(0, 1)) for k in range(2)]
+
+    def load_image(self, ref):
+        return photo(int(ref), 64).resize((96, 48))
+
+    def metrics(self, items, scores, seed):
+        return []
+
+    @classmethod
+    def describe_data(cls, data_root):
+        return []
+
+
+def _by_hand(folder, bench, result, timesteps, **reference_options):
+    """Each item's score matrix from the plain reference, next to the scorer's."""
+    reference = PlainDiffusionScore(folder, timesteps, seed=0, **reference_options)
+    for item, matrix in zip(result.items, result.scores):
+        expected = reference.scores([bench.load_image(r) for r in item.images], item.texts, refs=list(item.images))
+        yield matrix, expected
+
+
+def test_diffusion_itm_protocol_matches_the_reference_by_hand(tiny_sd, tmp_path):
+    bench = _WidePhotos(tmp_path)
+    scorer, result = _scores(tiny_sd, bench, tmp_path, protocol="diffusion-itm", uncond="on", timesteps=2)
+    # DiffusionITM's grid for 2 timesteps: range(10, 990, 1000 // 2)
+    assert scorer.timesteps == [10, 510]
+    fingerprint = scorer.fingerprint()
+    assert {k: fingerprint[k] for k in ("protocol", "distance", "vae_latent", "preprocess", "uncond", "precision")} == {
+        "protocol": "diffusion-itm", "distance": "l2-norm", "vae_latent": "sample-per-pass", "preprocess": "squash",
+        "uncond": True, "precision": "fp32"}  # fp16 from a protocol means fp32 on the CPU
+    assert scorer.describe()["pretrained"] == "protocol=diffusion-itm,timesteps=2,uncond=true"
+    for matrix, expected in _by_hand(tiny_sd, bench, result, [10, 510], uncond=True, distance="l2-norm",
+                                     latent="sample-per-pass", preprocess="squash"):
+        np.testing.assert_allclose(matrix, expected, rtol=1e-5, atol=1e-5)
+    # the per-pass samples differ per caption, so the empty prompt's error is no longer one
+    # constant per image, and the posterior samples are not the mean
+    mean_reference = PlainDiffusionScore(tiny_sd, [10, 510], seed=0, uncond=True, distance="l2-norm",
+                                         latent="mean", preprocess="squash")
+    item = result.items[0]
+    at_mean = mean_reference.scores([bench.load_image(r) for r in item.images], item.texts)
+    assert np.abs(result.scores[0] - at_mean).max() > 1e-4
+    # 2 items x 2 images x 2 captions x (the caption + the empty prompt on that caption's samples) x 2 timesteps
+    assert scorer.unet_passes == 2 * 2 * 2 * 2 * 2
+
+
+def test_diffusion_classifier_protocol_matches_the_reference_by_hand(tiny_sd, wino6, tmp_path):
+    bench = Winoground(wino6)
+    scorer, result = _scores(tiny_sd, bench, tmp_path, items=bench.items()[:3], protocol="diffusion-classifier")
+    # Diffusion Classifier's grid for 3 timesteps: range(1000 // 3 // 2, 1000, 1000 // 3)
+    assert scorer.timesteps == [166, 499, 832]
+    assert scorer.describe()["pretrained"] == "protocol=diffusion-classifier,timesteps=3"
+    for matrix, expected in _by_hand(tiny_sd, bench, result, [166, 499, 832], uncond=False, distance="l2",
+                                     latent="mean", preprocess="crop"):
+        np.testing.assert_allclose(matrix, expected, rtol=1e-5, atol=1e-6)
+    assert scorer.unet_passes == 3 * 2 * 2 * 3  # no unconditional passes
+
+
+def test_explicit_options_win_over_the_protocol_and_are_named(tiny_sd, tmp_path):
+    bench = _WidePhotos(tmp_path)
+    scorer, result = _scores(tiny_sd, bench, tmp_path, protocol="diffusion-itm", timesteps="100,600",
+                             vae_latent="mean", distance="huber")
+    assert scorer.timesteps == [100, 600]
+    fingerprint = scorer.fingerprint()
+    assert (fingerprint["vae_latent"], fingerprint["distance"], fingerprint["preprocess"]) == ("mean", "huber", "squash")
+    assert scorer.describe()["pretrained"] == "protocol=diffusion-itm,timesteps=100,600,distance=huber,vae_latent=mean"
+    for matrix, expected in _by_hand(tiny_sd, bench, result, [100, 600], uncond=False, distance="huber",
+                                     latent="mean", preprocess="squash"):
+        np.testing.assert_allclose(matrix, expected, rtol=1e-5, atol=1e-6)
+    # naming the default protocol, or giving its own values, changes nothing
+    plain = DiffusionScorer(ScorerConfig(model=str(tiny_sd)))
+    named = DiffusionScorer(ScorerConfig(model=str(tiny_sd), options={"protocol": "harness", "distance": "l2",
+                                                                       "timesteps": 10}))
+    assert plain.fingerprint() == named.fingerprint()
+    assert plain.describe()["pretrained"] == named.describe()["pretrained"] == "protocol=harness"
+    assert plain.timesteps == even_timesteps(10, 1000)
+    assert plain.fingerprint()["protocol"] == "harness" and plain.fingerprint() != scorer.fingerprint()
+
+
+def test_vae_sample_per_image_by_hand_and_unchanged_by_batch_size_and_resume(tiny_sd, wino6, tmp_path):
+    bench = Winoground(wino6)
+    options = {"vae_latent": "sample", "timesteps": 2}
+    items = bench.items()[:3]
+    one_go, result = _scores(tiny_sd, bench, tmp_path, "one", items=items, batch_size=64, **options)
+    for matrix, expected in _by_hand(tiny_sd, bench, result, one_go.timesteps, latent="sample"):
+        np.testing.assert_allclose(matrix, expected, rtol=1e-5, atol=1e-6)
+    # another process state: one item first, then the rest resumed, batch 1, one item per chunk
+    store = ScoreStore(tmp_path / "resumed.sqlite")
+    config = ScorerConfig(model=str(tiny_sd), options={**options, "batch_size": 1})
+    evaluate(DiffusionScorer(config), bench, store, items=items[:1], workers=0, progress=False)
+    resumed = evaluate(DiffusionScorer(config), bench, store, items=items, workers=0, chunk_items=1, progress=False)
+    assert resumed.scored_now == 2
+    for a, b in zip(result.scores, resumed.scores):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_timestep_grids_of_the_protocols():
+    assert timestep_grid(10, 1000, "even") == [50, 150, 250, 350, 450, 550, 650, 750, 850, 950]
+    assert timestep_grid(10, 1000, "diffusion-itm") == [10, 110, 210, 310, 410, 510, 610, 710, 810, 910]
+    assert timestep_grid(50, 1000, "diffusion-itm") == list(range(10, 990, 20))  # 49 timesteps, as theirs
+    assert len(timestep_grid(50, 1000, "diffusion-itm")) == 49
+    assert timestep_grid(1000, 1000, "diffusion-classifier") == list(range(1000))  # --t_interval 1
+    assert timestep_grid(200, 1000, "diffusion-classifier")[:3] == [2, 7, 12]  # --t_interval 5
+    assert timestep_grid(500, 1000, "diffusion-classifier")[-2:] == [997, 999]
+    assert timestep_grid(3, 1000, "diffusion-classifier") == [166, 499, 832]
+    # the adaptive first stage: Diffusion Classifier takes t_to_eval[n // k // 2 :: n // k][:k]
+    assert first_stage(500, 50, "diffusion-classifier") == list(range(5, 500, 10))
+    assert first_stage(10, 3, "diffusion-classifier") == [1, 4, 7]
+    assert first_stage(10, 3, "even") == [1, 5, 8]
+
+
+def test_distances_by_hand():
+    pred = torch.tensor([[[[0.5, -2.0], [1.0, 0.0]]]])
+    target = torch.zeros_like(pred)
+    # differences 0.5, -2, 1, 0
+    assert denoising_error(pred, target, "l2").item() == pytest.approx((0.25 + 4 + 1 + 0) / 4)
+    assert denoising_error(pred, target, "l1").item() == pytest.approx((0.5 + 2 + 1 + 0) / 4)
+    assert denoising_error(pred, target, "huber").item() == pytest.approx((0.125 + 1.5 + 0.5 + 0) / 4)
+    assert denoising_error(pred, target, "l2-norm").item() == pytest.approx(5.25 ** 0.5)
+
+
+def test_ls_lists_the_protocol_options():
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    out = CliRunner().invoke(app, ["ls", "diffusion"]).output
+    for word in ("protocol", "diffusion-itm", "diffusion-classifier", "vae_latent", "sample-per-pass",
+                 "timestep_grid", "preprocess", "l2-norm"):
+        assert word in out
