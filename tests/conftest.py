@@ -8,6 +8,10 @@ import pytest
 # Tests never touch the network: every model and dataset comes from files they write.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# One torch thread per process: the tiny models gain nothing from more, and the tests that start
+# several processes (torchrun, data-loader workers) would otherwise oversubscribe 2 cores many
+# times over (measured: 4x the CPU time for the whole run). Set it yourself to override.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from factories import build_tiny_clip, write_winoground_jsonl, write_winoground_parquet  # noqa: E402
 
