@@ -232,21 +232,10 @@ class ARO(Benchmark):
     def items(self) -> list[Item]:
         if self._items is not None:
             return self._items
-        wanted = [self.subset] if self.subset else list(SUBSETS)
-        items: list[Item] = []
-        for subset in wanted:
-            missing = self._missing(subset)
-            if missing:
-                if self.subset:
-                    raise MissingDataError(f"ARO {subset}: {missing}")
-                self.skipped[subset] = missing
-                continue
-            items += self._vg_items(subset) if subset.startswith("vg-") else self._order_items(subset)
-        if not items:
-            raise MissingDataError("ARO data not found:\n  - " + "\n  - ".join(
-                f"{s}: {why}" for s, why in self.skipped.items()))
-        self._items = items
-        return items
+        self._items = self.items_of_subsets(
+            lambda subset: self._vg_items(subset) if subset.startswith("vg-") else self._order_items(subset),
+            self._missing, "ARO")
+        return self._items
 
     def _missing(self, subset: str) -> str:
         annotation = self.annotations[subset]

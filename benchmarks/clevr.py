@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from harness.api import Benchmark, DataRequirement, Item, MetricRow
+from harness.api import Benchmark, DataRequirement, Item, MetricRow, missing_file
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
 from harness.metrics import accuracy_row, by_subset, tied_at_top, wins
@@ -80,20 +80,9 @@ class CLEVR(Benchmark):
     def items(self) -> list[Item]:
         if not self.images.is_dir():
             raise MissingDataError(f"CLEVR images: folder {self.images} not found. {HOW_TO_GET}")
-        items: list[Item] = []
-        for subtask in [self.subset] if self.subset else SUBTASKS:
-            path = self.captions / f"{subtask}.json"
-            if not path.is_file():
-                why = f"caption file {path} not found. {HOW_TO_GET}"
-                if self.subset:
-                    raise MissingDataError(f"CLEVR {subtask}: {why}")
-                self.skipped[subtask] = why
-                continue
-            items += self._read(subtask, path)
-        if not items:
-            raise MissingDataError("CLEVR data not found:\n  - " + "\n  - ".join(
-                f"{s}: {why}" for s, why in self.skipped.items()))
-        return items
+        return self.items_of_subsets(
+            lambda subtask: self._read(subtask, self.captions / f"{subtask}.json"),
+            lambda subtask: missing_file(self.captions / f"{subtask}.json", "caption file", HOW_TO_GET), "CLEVR")
 
     def _read(self, subtask: str, path: Path) -> list[Item]:
         data = _read_captions(path)

@@ -80,20 +80,7 @@ class Retrieval(Benchmark):
     # -- items ------------------------------------------------------------------------------------
     def items(self) -> list[Item]:
         """One item per image: the image and its captions (all positives); a subset is a gallery."""
-        wanted = [self.subset] if self.subset else list(SUBSETS)
-        items: list[Item] = []
-        for subset in wanted:
-            missing = self._missing(subset)
-            if missing:
-                if self.subset:
-                    raise MissingDataError(f"retrieval {subset}: {missing}")
-                self.skipped[subset] = missing
-                continue
-            items += self._read(subset)
-        if not items:
-            raise MissingDataError("retrieval data not found:\n  - " + "\n  - ".join(
-                f"{s}: {why}" for s, why in self.skipped.items()))
-        return items
+        return self.items_of_subsets(self._read, self._missing, "retrieval")
 
     def _missing(self, subset: str) -> str:
         how = HOW_TO_GET_COCO if subset == "coco" else HOW_TO_GET_FLICKR

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from harness.api import Benchmark, DataRequirement, Item, MetricRow
+from harness.api import Benchmark, DataRequirement, Item, MetricRow, missing_file
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
 from harness.metrics import accuracy_row, by_subset, macro_accuracy_row, not_computed_row
@@ -105,20 +105,10 @@ class SugarCrepePP(Benchmark):
     def items(self) -> list[Item]:
         if not self.images.is_dir():
             raise MissingDataError(f"SugarCrepe++ images: folder {self.images} not found. {HOW_TO_GET}")
-        items: list[Item] = []
-        for subset in [self.subset] if self.subset else SUBSETS:
-            path = self.annotations / f"{FILES[subset]}.json"
-            if not path.is_file():
-                why = f"annotation file {path} not found. {HOW_TO_GET}"
-                if self.subset:
-                    raise MissingDataError(f"SugarCrepe++ {subset}: {why}")
-                self.skipped[subset] = why
-                continue
-            items += self._read(subset, path)
-        if not items:
-            raise MissingDataError("SugarCrepe++ data not found:\n  - " + "\n  - ".join(
-                f"{s}: {why}" for s, why in self.skipped.items()))
-        return items
+        return self.items_of_subsets(
+            lambda subset: self._read(subset, self.annotations / f"{FILES[subset]}.json"),
+            lambda subset: missing_file(self.annotations / f"{FILES[subset]}.json", "annotation file", HOW_TO_GET),
+            "SugarCrepe++")
 
     def _read(self, subset: str, path: Path) -> list[Item]:
         try:

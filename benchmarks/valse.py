@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from harness.api import Benchmark, DataRequirement, Item, MetricRow
+from harness.api import Benchmark, DataRequirement, Item, MetricRow, missing_file
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
 from harness.metrics import accuracy_row, by_subset, macro_accuracy_row, strictly_first
@@ -130,20 +130,10 @@ class VALSE(Benchmark):
         return folder / "data"
 
     def items(self) -> list[Item]:
-        items: list[Item] = []
-        for instrument in [self.subset] if self.subset else INSTRUMENTS:
-            path = self.annotations / f"{instrument}.json"
-            if not path.is_file():
-                why = f"annotation file {path} not found. {HOW_TO_GET_ANNOTATIONS}"
-                if self.subset:
-                    raise MissingDataError(f"VALSE {instrument}: {why}")
-                self.skipped[instrument] = why
-                continue
-            items += self._read(instrument, path)
-        if not items:
-            raise MissingDataError("VALSE data not found:\n  - " + "\n  - ".join(
-                f"{s}: {why}" for s, why in self.skipped.items()))
-        return items
+        return self.items_of_subsets(
+            lambda instrument: self._read(instrument, self.annotations / f"{instrument}.json"),
+            lambda instrument: missing_file(self.annotations / f"{instrument}.json", "annotation file",
+                                            HOW_TO_GET_ANNOTATIONS), "VALSE")
 
     def _records(self, path: Path) -> dict[str, Any]:
         try:

@@ -105,6 +105,11 @@ class MetricRow:
         return self.item_ids is not None and self.item_values is not None
 
 
+def missing_file(path: Path, what: str, how_to_get: str) -> str:
+    """Why a benchmark file is absent ("" when it is there), for ``Benchmark.items_of_subsets``."""
+    return "" if Path(path).is_file() else f"{what} {path} not found. {how_to_get}"
+
+
 @dataclass(frozen=True)
 class DataRequirement:
     """A file or folder a benchmark needs, whether it was found, and how to obtain it."""
@@ -163,6 +168,28 @@ class Benchmark(ABC):
 
         if subset is not None and subset not in cls.subsets:
             raise UnknownNameError(unknown_name_message(f"{cls.name} subset", subset, list(cls.subsets)))
+
+    def items_of_subsets(self, read: Callable[[str], list[Item]], missing: Callable[[str], str], what: str,
+                         subsets: Sequence[str] | None = None) -> list[Item]:
+        """The items of the subset asked for, or of every subset whose data is there (the others are
+        noted in ``skipped``): the loop most adapters share. ``missing(subset)`` says why a subset's
+        data is absent ("" when it is there); ``read(subset)`` gives its items. An asked-for subset
+        that is absent, or no subset at all, raises MissingDataError naming what was looked for."""
+        from harness.errors import MissingDataError
+
+        items: list[Item] = []
+        for subset in [self.subset] if self.subset else list(subsets or self.subsets):
+            why = missing(subset)
+            if why:
+                if self.subset:
+                    raise MissingDataError(f"{what} {subset}: {why}")
+                self.skipped[subset] = why
+                continue
+            items += read(subset)
+        if not items:
+            raise MissingDataError(f"{what} data not found:\n  - " + "\n  - ".join(
+                f"{s}: {why}" for s, why in self.skipped.items()))
+        return items
 
     @property
     def key(self) -> str:
