@@ -40,8 +40,8 @@ from PIL import Image
 from harness.api import Benchmark, DataRequirement, Item, MetricRow, missing_file
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
-from harness.metrics import accuracy_row, by_subset, tied_at_top, wins
-from harness.options import Choice, FilePath, Option
+from harness.metrics import accuracy_row, by_subset, tied_at_top, ties_option, wins
+from harness.options import FilePath, Option
 
 SUBTASKS = ("pair_binding_size", "pair_binding_color", "recognition_color", "recognition_shape", "spatial",
             "binding_color_shape", "binding_shape_color")
@@ -65,9 +65,7 @@ class CLEVR(Benchmark):
         Option("captions", FilePath(), None, "folder of the seven {subtask}.json caption files "
                                              "(default: <data-root>/clevr/captions)"),
         Option("images", FilePath(), None, "folder of the rendered scenes (default: <data-root>/clevr/images)"),
-        Option("ties", Choice("strict", "official"), "strict",
-               "strict = a tie is wrong (the harness's rule); official = a tie goes to the true caption, "
-               "as GDBench's np.argmax decides"),
+        ties_option("a tie goes to the true caption, as GDBench's np.argmax decides"),
     )
 
     def __init__(self, data_root: Path, subset: str | None = None, **options: Any) -> None:

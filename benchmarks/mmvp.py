@@ -46,7 +46,7 @@ from benchmarks.hf_data import hub_cache_dir, hub_snapshot
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, HarnessError, MissingDataError
 from harness.images import decode_image
-from harness.metrics import accuracy_row, macro_accuracy_row
+from harness.metrics import accuracy_row, macro_accuracy_row, ties_option
 from harness.options import Choice, Option, Text
 
 HF_ID = "MMVP/MMVP_VLM"
@@ -71,9 +71,8 @@ class MMVPVLM(Benchmark):
     OPTIONS = (
         Option("prompt", Text(), "a photo of {}", "how a statement becomes the text ({} = the statement; "
                                                   "the reference's is 'a photo of {}')"),
-        Option("ties", Choice("strict", "official"), "strict",
-               "strict: a tie is wrong; official: the reference script's rule, where a tie picks the second "
-               "image (right for its statement, wrong for the first image's)"),
+        ties_option("the reference script's rule, where a tie picks the second image (right for its "
+                    "statement, wrong for the first image's)"),
         Option("patterns", Choice("order", "type"), "order",
                "order: the reference's rule, pair k is in pattern k // 15 of the paper's nine; "
                "type: group pairs by the Type column of Questions.csv"),

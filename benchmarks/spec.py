@@ -48,8 +48,8 @@ from benchmarks.hf_data import hub_cache_dir, hub_snapshot
 from harness.api import NO_TEXT, Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
-from harness.metrics import accuracy_row, macro_accuracy_row
-from harness.options import Choice, FilePath, Option, Text
+from harness.metrics import accuracy_row, macro_accuracy_row, ties_option
+from harness.options import FilePath, Option, Text
 
 SUBSETS = ("absolute_size", "relative_size", "absolute_spatial", "relative_spatial", "existence", "count")
 FILES = {"i2t": "image2text.json", "t2i": "text2image.json"}
@@ -73,9 +73,7 @@ class Spec(Benchmark):
     # text-to-image items compare images for one caption, so scorers must score whole matrices
     comparisons = "matrix"
     OPTIONS = (
-        Option("ties", Choice("strict", "official"), "strict", "strict: a tie is wrong (the harness's rule); "
-                                                               "official: the first of equal top scores is the "
-                                                               "prediction (the official torch.argmax)"),
+        ties_option("the first of equal top scores is the prediction (the official torch.argmax)"),
         Option("root", FilePath(), None, "folder holding the six subset folders or data.zip (default: <data-root>/spec)"),
         Option("hf_id", Text(), HF_ID, "the dataset to look for in the hub cache when the root lacks it"),
     )
@@ -125,7 +123,8 @@ class Spec(Benchmark):
                                       truth=(label,), meta=meta))
                 else:
                     items.append(Item(id=f"{subset}/t2i/{k}", images=tuple(f"{subset}/{key}" for key in keys),
-                                      texts=(query,), truth=tuple(0 if k == label else NO_TEXT for k in range(len(keys))),
+                                      texts=(query,),
+                                      truth=tuple(0 if j == label else NO_TEXT for j in range(len(keys))),
                                       meta=meta))
         return items
 

@@ -47,8 +47,8 @@ from PIL import Image
 from harness.api import NO_TEXT, Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, HarnessError, MissingDataError
 from harness.images import decode_image
-from harness.metrics import accuracy_row, by_subset, tied_at_top, wins
-from harness.options import Choice, FilePath, Option, Text
+from harness.metrics import accuracy_row, by_subset, tied_at_top, ties_option, wins
+from harness.options import FilePath, Option, Text
 
 SUBSETS = ("subj", "verb", "obj")
 REQUIRED_COLUMNS = ("sentence", "pos_image_id", "neg_image_id", "subj_neg", "verb_neg", "obj_neg")
@@ -76,9 +76,7 @@ class SVOProbes(Benchmark):
         Option("images", FilePath(), None, "folder of the downloaded images (default: <data-root>/svo/images)"),
         Option("image_name", Text(), "{image_id}.jpg",
                "file name of an image in that folder; {image_id} stands for the CSV's pos_image_id/neg_image_id"),
-        Option("ties", Choice("strict", "official"), "strict",
-               "strict = a tie is wrong (the harness's rule); official = a tie goes to the positive image, "
-               "as GDBench's np.argmax decides"),
+        ties_option("a tie goes to the positive image, as GDBench's np.argmax decides"),
     )
 
     def __init__(self, data_root: Path, subset: str | None = None, **options: Any) -> None:

@@ -57,8 +57,8 @@ from PIL import Image
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
-from harness.metrics import accuracy_row, by_subset, macro_accuracy_row, strictly_first, unit_id
-from harness.options import Choice, FilePath, Option
+from harness.metrics import accuracy_row, by_subset, macro_accuracy_row, strictly_first, ties_option, unit_id
+from harness.options import FilePath, Option
 
 CONTROLLED = {"controlled-a": ("controlled_images_dataset.json", "controlled_images"),
               "controlled-b": ("controlled_clevr_dataset.json", "controlled_clevr")}
@@ -95,9 +95,7 @@ class WhatsUp(Benchmark):
         Option("coco_images", FilePath(), None, "COCO val2017 images for coco-spatial-* (default: <root>/val2017 "
                                                 "if present, else <data-root>/coco/val2017)"),
         Option("gqa_images", FilePath(), None, "GQA (Visual Genome) images for gqa-spatial-* (default: <root>/vg_images)"),
-        Option("ties", Choice("strict", "official"), "strict",
-               "strict: a tie is wrong; official: the reference's argmax, which counts a tie with the "
-               "true caption (always option 0) as right"),
+        ties_option("the reference's argmax, which counts a tie with the true caption (always option 0) as right"),
     )
 
     def __init__(self, data_root: Path, subset: str | None = None, **options: Any) -> None:

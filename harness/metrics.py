@@ -8,12 +8,21 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 import numpy as np
 
 from harness.api import Item, MetricRow
+from harness.options import Choice, Option
 
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
 
 
 TIE_RULES = ("strict", "argmax")
+
+
+def ties_option(official: str) -> Option:
+    """The one way a benchmark offers its reference code's tie rule: ``--bench-opt ties=strict``
+    (the default, a tie is wrong, as everywhere in the harness) or ``ties=official``; ``official``
+    says what the reference code does with a tie."""
+    return Option("ties", Choice("strict", "official"), "strict",
+                  f"strict: a tie is wrong (the harness's rule); official: {official}")
 
 
 def strictly_first(scores: np.ndarray, truth: int) -> bool:
