@@ -86,8 +86,11 @@ class ScoreStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # A new connection per operation keeps the object picklable and fork-safe.
         with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+            _switch_to_wal(db)
+            # IMMEDIATE takes the write lock first, so a second process (a rank of a distributed run)
+            # creating the same store waits its turn; a deferred CREATE reads the schema, then fails
+            # to upgrade with "database is locked" without ever waiting on the timeout.
+            db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=60)
@@ -171,6 +174,23 @@ class ScoreStore:
                     out[item_id] = (np.load(io.BytesIO(scores), allow_pickle=False),
                                     np.load(io.BytesIO(record), allow_pickle=False))
         return out
+
+
+def _switch_to_wal(db: sqlite3.Connection, patience_s: float = 60.0) -> None:
+    """WAL lets readers and one writer share the file. The mode is stored in the file, so only the
+    first opener switches it; switching needs the file to itself and sqlite answers "database is
+    locked" at once, without its busy timeout, when another process (a rank of a distributed run)
+    is opening the same new store. So wait here, briefly and repeatedly."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _to_npy(matrix: np.ndarray) -> bytes:

@@ -201,3 +201,22 @@ def test_zeroshot_run_records_template_sets_and_compact_item_scores(tiny_clip, t
     label, score = record["best5"][0][0]
     assert isinstance(label, str) and isinstance(score, float)
     assert json.loads((result.run_dir / "config.json").read_text())["status"] == "done"
+
+
+def _open_store_and_register(path: str) -> str:
+    store = ScoreStore(path)
+    return store.register_scorer({"rank": "any"})
+
+
+def test_two_processes_opening_one_new_store_both_succeed(tmp_path):
+    """Ranks of a distributed run open the same new scores.sqlite at once. sqlite refuses the switch
+    to WAL with "database is locked" without waiting, so the store must wait and retry (CI saw it fail
+    about one time in ten before the fix)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    with context.Pool(2) as pool:
+        for attempt in range(40):
+            path = str(tmp_path / f"store{attempt}" / "scores.sqlite")
+            keys = pool.map(_open_store_and_register, [path, path])
+            assert keys[0] == keys[1]
