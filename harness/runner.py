@@ -76,10 +76,14 @@ def evaluate(
     not_computed: dict[str, int] = {}
     if kept_back:
         not_computed[f"scorer {scorer.family} has no text-to-text score (compares_texts is False)"] = len(kept_back)
-    done = store.stored_ids(key, benchmark.name, benchmark.version, computable)
-    all_pending = [item for item in computable if item.id not in done]
-    # under a distributed launch each rank scores every size-th pending item
+    # Under a distributed launch each rank scores every size-th pending item. The ranks must split
+    # one list: rank 0 reads what is stored and tells the others, before any of them writes (a rank
+    # reading the store after another had stored its first chunk would split a different list, and
+    # an item would fall between the shares).
     rank, size = distributed.world()
+    done = distributed.broadcast(store.stored_ids(key, benchmark.name, benchmark.version, computable)
+                                 if rank == 0 else None)
+    all_pending = [item for item in computable if item.id not in done]
     pending = all_pending[rank::size]
     scorer.prepare(benchmark.comparisons)
     if chunk_items < 1:

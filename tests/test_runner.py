@@ -220,3 +220,25 @@ def test_two_processes_opening_one_new_store_both_succeed(tmp_path):
             path = str(tmp_path / f"store{attempt}" / "scores.sqlite")
             keys = pool.map(_open_store_and_register, [path, path])
             assert keys[0] == keys[1]
+
+
+def test_ranks_split_rank_zeros_list_of_pending_items(tiny_clip, wino_parquet_root, tmp_path, monkeypatch):
+    """Rank 1 of 2 arrives after rank 0 has already stored its first item. Had rank 1 split its own
+    view of what is pending, item 2 would fall between the shares (CI saw a KeyError for it); it
+    must take every second item of the list rank 0 read."""
+    bench = Winoground(wino_parquet_root)
+    store = ScoreStore(tmp_path / "scores.sqlite")
+    items = bench.items()[:4]
+    ahead = CountingScorer(_config(tiny_clip))
+    key = store.register_scorer(ahead.fingerprint())
+    evaluate(ahead, bench, store, items=items[:1], workers=0, progress=False)  # "rank 0" stored item 0
+    assert store.stored_ids(key, bench.name, bench.version, items) == {"0"}
+
+    monkeypatch.setattr(runner.distributed, "world", lambda: (1, 2))
+    monkeypatch.setattr(runner.distributed, "broadcast", lambda value: set())  # rank 0 read an empty store
+    # rank 0's share (0 and 2) is in the store when the barrier lets rank 1 read the results
+    monkeypatch.setattr(runner.distributed, "barrier",
+                        lambda: store.put(key, bench.name, bench.version, [(items[2], np.zeros((2, 2)))]))
+    late = CountingScorer(_config(tiny_clip))
+    evaluate(late, bench, store, items=items, workers=0, progress=False)
+    assert late.scored == ["1", "3"]
