@@ -125,8 +125,10 @@ def scenes(n: int, seed: int, test: bool) -> list[Scene]:
     return [_random_scene(rng, test) for _ in range(n)]
 
 
-def render(scene: Scene, size: int = 32) -> Image.Image:
-    """Draw A and B so that "A <relation> B" holds; positions are fixed per relation (no jitter)."""
+def render(scene: Scene, size: int = 32, offsets: Sequence[float] = (0.0, 0.0, 0.0, 0.0)) -> Image.Image:
+    """Draw A and B so that "A <relation> B" holds. Positions are fixed per relation; ``offsets``
+    (dx_a, dy_a, dx_b, dy_b, as shares of the side) shift the objects for training scenes with
+    positional variety. The benchmark's scenes never pass offsets: its test images stay as defined."""
     image = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     half = size / 2
@@ -134,7 +136,9 @@ def render(scene: Scene, size: int = 32) -> Image.Image:
     if RELATIONS[scene.relation] == "vertical":
         first, second = (0.5 * size, 0.25 * size), (0.5 * size, 0.75 * size)  # top, bottom
     where_a, where_b = (first, second) if scene.relation in ("left of", "above") else (second, first)
-    for thing, (cx, cy) in ((scene.a, where_a), (scene.b, where_b)):
+    dx_a, dy_a, dx_b, dy_b = (float(v) * size for v in offsets)
+    for thing, (cx, cy) in ((scene.a, (where_a[0] + dx_a, where_a[1] + dy_a)),
+                            (scene.b, (where_b[0] + dx_b, where_b[1] + dy_b))):
         _draw(draw, thing, cx, cy, SIZES[thing.size] * half)
     return image
 

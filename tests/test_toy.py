@@ -248,3 +248,74 @@ def test_the_whole_chain_on_a_reduced_budget(smoke_toys, tmp_path):
     make_report(folder)
     index = (folder / "report" / "data" / "index.js").read_text()
     assert '"a_better":[' in index and (folder / "report" / "data" / "items-shapes.js").is_file()
+
+
+def test_objects_are_found_by_colour_and_the_relation_checked_on_real_scenes():
+    """The diagnosis's layout check: right on every rendered scene, wrong on every scene drawn with
+    its objects exchanged; jittered training scenes keep their relation."""
+    import numpy as np
+
+    from benchmarks import shapes
+    from experiments.shapes.diagnose import find_objects, nearest_scene, relation_holds
+
+    scenes = shapes.scenes(60, 3, test=True)
+    for scene in scenes:
+        assert relation_holds(find_objects(np.asarray(shapes.render(scene)), scene), scene.relation), scene
+        exchanged = np.asarray(shapes.render(scene.swapped_objects()))
+        assert not relation_holds(find_objects(exchanged, scene), scene.relation), scene
+        # the judge of blurred images: nearer the scene than its swap and than the other axis
+        assert nearest_scene(np.asarray(shapes.render(scene)), scene) == (True, True, False)
+        assert nearest_scene(exchanged, scene)[::2] == (False, True)
+    empty = np.zeros((32, 32, 3), np.uint8) + np.array(shapes.BACKGROUND, np.uint8)
+    assert not find_objects(empty, scenes[0]).found and not relation_holds(find_objects(empty, scenes[0]), "above")
+    # offsets are for training scenes only: without them the test images are unchanged
+    assert np.array_equal(np.asarray(shapes.render(scenes[0])),
+                          np.asarray(shapes.render(scenes[0], offsets=(0.0, 0.0, 0.0, 0.0))))
+    from experiments.shapes.train_toy import render_pool
+
+    images, captions = render_pool(40, seed=3, jitter=0.1)
+    plain, same = render_pool(40, seed=3)
+    assert captions == same and not torch.equal(images, plain)
+    for image, (scene, _) in zip(images.permute(0, 2, 3, 1).numpy(), shapes.training_pairs(40, 3)):
+        assert relation_holds(find_objects(image, scene), scene.relation), scene
+
+
+def test_diagnosis_samples_measures_layout_and_per_timestep_errors(smoke_toys, tmp_path):
+    from experiments.shapes.diagnose import DiagnosisPlan, diagnose
+
+    plan = DiagnosisPlan(per_relation=2, steps=2, guidance=(1.0, 3.0), scenes=3, timesteps=(100, 900))
+    summary = diagnose(smoke_toys[1]["sd"], tmp_path / "diag", plan, label="smoke")
+    names = {p.name for p in (tmp_path / "diag").iterdir()}
+    assert {"samples_g1.png", "samples_g3.png", "expected_t950.png", "layout.csv", "timesteps.csv", "timesteps.png",
+            "summary.json", "samples_held-out_g1.npz"} <= names
+    with open(tmp_path / "diag" / "layout.csv", newline="") as f:
+        layout = list(csv.DictReader(f))
+    # (2 guidance scales + the expected image) x 2 splits x (4 relations + all); 2 captions per relation
+    assert len(layout) == 30 and {r["n"] for r in layout if r["relation"] != "all"} == {"2"}
+    sampled = [r for r in layout if not r["guidance"].startswith("expected")]
+    assert len(sampled) == 20 and all(0 <= float(r["layout_acc"]) <= float(r["found_both"]) <= 1 for r in sampled)
+    expected = [r for r in layout if r["guidance"] == "expected t=950"]
+    assert len(expected) == 10 and all(0 <= float(r["layout_acc"]) + float(r["swapped_layout"]) <= 1
+                                       for r in expected)
+    with open(tmp_path / "diag" / "timesteps.csv", newline="") as f:
+        per_t = list(csv.DictReader(f))
+    assert {(r["split"], r["swap"], r["timestep"]) for r in per_t} == {
+        (split, swap, t) for split in ("training", "held-out") for swap in ("relation", "attribute")
+        for t in ("100", "900")}
+    assert set(summary["layout_acc"]) == {f"{split} {how}" for split in ("held-out", "training")
+                                          for how in ("g1", "g3", "expected t=950")}
+
+
+def test_train_sd_trains_a_named_design_on_a_given_vae(smoke_toys, tmp_path):
+    from experiments.shapes.train_toy import RECIPES, train_pipeline
+    from models.stable_diffusion import load_pipeline
+
+    with pytest.raises(HarnessError, match="--recipe 'nope' is not one of"):
+        train_pipeline(tmp_path / "x", "nope", budget="smoke", progress=False)
+    name = next(n for n, r in RECIPES.items() if r.vae_factor == 4 and n != "v1")
+    out = train_pipeline(tmp_path / "try", name, vae_from=smoke_toys[1]["sd"], budget="smoke", steps=2,
+                         progress=False)
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["recipe"] == name and recipe["plan"]["unet_steps"] == 2 and recipe["vae_from"] == "given"
+    given, trained = load_pipeline(str(smoke_toys[1]["sd"])), load_pipeline(str(out))
+    assert all(torch.equal(a, b) for a, b in zip(given.vae.state_dict().values(), trained.vae.state_dict().values()))

@@ -24,18 +24,42 @@ def toy_train(
     budget: Annotated[str, typer.Option(help="full (the shipped models, ~30 min on 2 cores) or smoke (seconds).")
                       ] = "full",
     seed: Annotated[int, typer.Option(help="Seed of the training scenes and initialisations.")] = 0,
+    recipe: Annotated[Optional[str], typer.Option(help="Design of the toy pipeline (experiments/shapes/"
+                                                       "train_toy.py RECIPES). Default: the shipped one.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train the toy CLIP, the toy Stable Diffusion pipeline (VAE, text encoder, UNet) and the toy
     SDS-CLIP on the shapes training split; write training_log.csv beside them. Use them with
     HARNESS_TOY_DIR=OUT."""
-    from experiments.shapes.train_toy import train_toy_models
+    from experiments.shapes.train_toy import SD_RECIPE, train_toy_models
 
     with user_errors("the models in --out are unchanged; the partial run stays in its staging folder there."):
-        folders = train_toy_models(out, budget=budget, seed=seed, progress=progress)
+        folders = train_toy_models(out, budget=budget, seed=seed, progress=progress, recipe=recipe or SD_RECIPE)
     for name, folder in folders.items():
         typer.echo(f"toy:{name:<9} {folder}")
     typer.echo(f"use them with HARNESS_TOY_DIR={out}")
+
+
+@app.command("train-sd")
+def toy_train_sd(
+    out: Annotated[Path, typer.Option(help="Folder for the pipeline, its training_log.csv and recipe.json.")],
+    recipe: Annotated[Optional[str], typer.Option(help="Design (experiments/shapes/train_toy.py RECIPES). "
+                                                       "Default: the shipped one.")] = None,
+    vae_from: Annotated[Optional[Path], typer.Option(help="Reuse this pipeline's VAE (for designs that keep its "
+                                                          "latents) instead of training one.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="UNet + text encoder steps. Default: the budget's.")] = None,
+    budget: Annotated[str, typer.Option(help="full or smoke.")] = "full",
+    seed: Annotated[int, typer.Option(help="Seed of the training scenes and initialisations.")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train only the toy pipeline by a named design, to compare designs at equal budgets; score it
+    with `harness run --scorer diffusion --model OUT`, look at it with `harness toy diagnose --sd OUT`."""
+    from experiments.shapes.train_toy import SD_RECIPE, train_pipeline
+
+    with user_errors("the partial pipeline in --out is not complete."):
+        folder = train_pipeline(out, recipe or SD_RECIPE, vae_from=vae_from, budget=budget, steps=steps, seed=seed,
+                                progress=progress)
+    typer.echo(f"pipeline written to {folder}")
 
 
 @app.command("extend-sd")
@@ -53,6 +77,39 @@ def toy_extend_sd(
     with user_errors("nothing was written to --out."):
         folder = extend_sd(sd or toy_folder("toy:sd"), out, steps, seed=seed, progress=progress)
     typer.echo(f"pipeline written to {folder}; score it with `harness run --scorer diffusion --model {folder}`")
+
+
+@app.command("diagnose")
+def toy_diagnose(
+    out: Annotated[Path, typer.Option(help="Folder for the sample grids, layout.csv, timesteps.csv/png, "
+                                           "summary.json.")],
+    sd: Annotated[Optional[Path], typer.Option(help="The pipeline to diagnose. Default: toy:sd.")] = None,
+    per_relation: Annotated[int, typer.Option(help="Sampled captions per relation, held-out and training each.")
+                            ] = 25,
+    steps: Annotated[int, typer.Option(help="DDIM sampling steps.")] = 30,
+    guidance: Annotated[str, typer.Option(help="Comma-separated classifier-free guidance scales (1: none).")
+                        ] = "1,4",
+    scenes: Annotated[int, typer.Option(help="Scenes per split for the per-timestep denoising errors.")] = 120,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling and scoring noise.")] = 0,
+    device: Annotated[str, typer.Option(help="Device of the sampling: cpu, cuda, ...")] = "cpu",
+) -> None:
+    """Does the toy diffusion model know where things are? Samples images for captions of each
+    relation and checks the layout by colour, does the same for the image the caption alone makes
+    it expect at high noise, and measures per timestep whether the denoising error separates a
+    caption from its swap."""
+    from experiments.shapes.diagnose import DiagnosisPlan, diagnose
+    from models.toy_models import toy_folder
+
+    with user_errors("nothing complete was written to --out."):
+        plan = DiagnosisPlan(per_relation=per_relation, steps=steps, guidance=csv_list(guidance, float),
+                             scenes=scenes, seed=seed)
+        summary = diagnose(sd or toy_folder("toy:sd"), out, plan, device=device,
+                           label=str(sd) if sd else "toy:sd")
+    for key, value in summary["layout_acc"].items():
+        found = summary["found_both"][key]
+        typer.echo(f"layout accuracy, {key}: {100 * value:.1f}%"
+                   + (f" (both objects found in {100 * found:.1f}%)" if found == found else ""))
+    typer.echo(f"figures and tables in {out}")
 
 
 @app.command("experiment")

@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,36 @@ BUDGETS = {
 }
 
 
+@dataclass(frozen=True)
+class SdRecipe:
+    """The toy pipeline's design and how its UNet stage trains. ``RECIPES`` names each design
+    tried for the relation problem (README, shapes world); ``SD_RECIPE`` is what `harness toy
+    train` makes. Fields left at their defaults are the first shipped design."""
+
+    vae_factor: int = 4  # 32 px -> 8x8 latents; 2 gives 16x16
+    unet_channels: tuple[int, ...] = (48, 96)  # per UNet level, finest first
+    cross_attention: tuple[bool, ...] = (True, True)  # which levels have cross-attention (the mid block always)
+    layers_per_block: int = 1
+    text_layers: int = 3
+    text_width: int = 64
+    jitter: float = 0.0  # training scenes: each object shifted by up to this share of the side, both axes
+    high_noise_share: float = 0.0  # share of training timesteps drawn from [high_noise_from, 1000)
+    high_noise_from: int = 500
+    caption_dropout: float = 0.1
+
+
+RECIPES: dict[str, SdRecipe] = {
+    "v1": SdRecipe(),  # the first shipped design
+    # one change each against v1
+    "high-noise": SdRecipe(high_noise_share=0.5),  # half the steps where the caption decides the layout
+    "jitter": SdRecipe(jitter=0.1),  # positional variety: layout as a rule, not a template
+    "text-6x96": SdRecipe(text_layers=6, text_width=96),  # text encoder capacity
+    "latent16": SdRecipe(vae_factor=2, unet_channels=(32, 48, 96), cross_attention=(False, True, True)),
+    "latent16-xattn16": SdRecipe(vae_factor=2, unet_channels=(32, 48, 96), cross_attention=(True, True, True)),
+}
+SD_RECIPE = "v1"
+
+
 # -- data -----------------------------------------------------------------------------------------
 
 def _render(scenes: list[shapes.Scene]) -> torch.Tensor:
@@ -91,10 +121,15 @@ def _render(scenes: list[shapes.Scene]) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
-def render_pool(n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """``n`` training scenes as images and their captions."""
+def render_pool(n: int, seed: int, jitter: float = 0.0) -> tuple[torch.Tensor, list[str]]:
+    """``n`` training scenes as images and their captions; with ``jitter``, each object shifted by
+    up to that share of the side on both axes (the same scenes and captions, other positions)."""
     pairs = shapes.training_pairs(n, seed)
-    return _render([scene for scene, _ in pairs]), [caption for _, caption in pairs]
+    if not jitter:
+        return _render([scene for scene, _ in pairs]), [caption for _, caption in pairs]
+    offsets = np.random.default_rng([seed, 5]).uniform(-jitter, jitter, size=(n, 4))
+    images = np.stack([np.asarray(shapes.render(scene, IMAGE_SIZE, offsets=o)) for (scene, _), o in zip(pairs, offsets)])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), [caption for _, caption in pairs]
 
 
 @dataclass
@@ -215,20 +250,22 @@ def train_clip(out: Path, budget: ToyBudget, seed: int, pool: tuple[torch.Tensor
 
 # -- 2. VAE ---------------------------------------------------------------------------------------
 
-def toy_vae():
+def toy_vae(factor: int = 4):
+    """32 px -> (32 / factor)^2 x 4 latents; each halving of the side is one more encoder level."""
     from diffusers import AutoencoderKL
 
+    channels = {4: (16, 32, 32), 2: (16, 32)}[factor]
     return AutoencoderKL(
         in_channels=3, out_channels=3, sample_size=IMAGE_SIZE, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * len(channels), up_block_types=("UpDecoderBlock2D",) * len(channels),
+        block_out_channels=channels, layers_per_block=1, norm_num_groups=8,
     )
 
 
 def train_vae(budget: ToyBudget, seed: int, pool: tuple[torch.Tensor, list[str]], log_: TrainingLog,
-              progress: bool):
+              progress: bool, factor: int = 4):
     torch.manual_seed(seed)
-    vae = toy_vae().train()
+    vae = toy_vae(factor).train()
     images = pool[0]
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     schedule = warmup_cosine(optimizer, 50, budget.vae_steps)
@@ -271,25 +308,27 @@ def shapes_words() -> list[str]:
     return sorted(set(text.replace("{", " ").replace("}", " ").split()))
 
 
-def toy_text_encoder(vocab_size: int):
+def toy_text_encoder(vocab_size: int, recipe: SdRecipe = SdRecipe()):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     # the reduced vocabulary puts the start and end tokens last
+    width = recipe.text_width
     return CLIPTextModel(CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=256, num_hidden_layers=3,
+        vocab_size=vocab_size, hidden_size=width, intermediate_size=4 * width, num_hidden_layers=recipe.text_layers,
         num_attention_heads=4, max_position_embeddings=CONTEXT_LENGTH, hidden_act="quick_gelu", projection_dim=64,
         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1))
 
 
-def toy_unet():
+def toy_unet(recipe: SdRecipe = SdRecipe()):
     from diffusers import UNet2DConditionModel
 
+    down = tuple("CrossAttnDownBlock2D" if x else "DownBlock2D" for x in recipe.cross_attention)
+    up = tuple("CrossAttnUpBlock2D" if x else "UpBlock2D" for x in reversed(recipe.cross_attention))
     return UNet2DConditionModel(
-        sample_size=IMAGE_SIZE // 4, in_channels=4, out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(48, 96), layers_per_block=1, attention_head_dim=4, norm_num_groups=16,
-        cross_attention_dim=64,
+        sample_size=IMAGE_SIZE // recipe.vae_factor, in_channels=4, out_channels=4,
+        down_block_types=down, up_block_types=up, block_out_channels=recipe.unet_channels,
+        layers_per_block=recipe.layers_per_block, attention_head_dim=4, norm_num_groups=16,
+        cross_attention_dim=recipe.text_width,
     )
 
 
@@ -321,16 +360,52 @@ def diffusion_swap_accuracy(unet, text_encoder, tokenizer, latents: torch.Tensor
 
 
 def train_sd(out: Path, budget: ToyBudget, seed: int, pool: tuple[torch.Tensor, list[str]], swaps: SwapSet,
-             log_: TrainingLog, progress: bool) -> Path:
+             log_: TrainingLog, progress: bool, recipe: SdRecipe = SdRecipe(), vae=None) -> Path:
+    """The VAE (unless one is given: a design that keeps the latents reuses it), then UNet + text
+    encoder by ``recipe``."""
     from models.clip_tokenizer import build_clip_tokenizer
 
-    vae = train_vae(budget, seed, pool, log_, progress)
+    if vae is None:
+        vae = train_vae(budget, seed, pool, log_, progress, factor=recipe.vae_factor)
+    elif 2 ** (len(vae.config.block_out_channels) - 1) != recipe.vae_factor:
+        raise ValueError(f"the given VAE does not downsample by the recipe's factor {recipe.vae_factor}")
     tokenizer = build_clip_tokenizer(CONTEXT_LENGTH, words=shapes_words())
     torch.manual_seed(seed)
-    unet, text_encoder = toy_unet(), toy_text_encoder(len(tokenizer))
+    unet, text_encoder = toy_unet(recipe), toy_text_encoder(len(tokenizer), recipe)
+    if recipe.jitter:
+        pool = render_pool(budget.pool, seed, jitter=recipe.jitter)
     _train_denoiser("unet", budget.unet_steps, vae, unet, text_encoder, tokenizer, budget, seed, pool, swaps, log_,
-                    progress)
+                    progress, recipe)
     return save_pipeline(out, vae, text_encoder, tokenizer, unet, half=True, vocab_words=shapes_words())
+
+
+def train_pipeline(out: Path, recipe: str = SD_RECIPE, vae_from: Path | None = None, budget: str = "full",
+                   steps: int | None = None, seed: int = 0, progress: bool = True) -> Path:
+    """The toy pipeline alone by a named recipe (``harness toy train-sd``), for comparing designs at
+    equal budgets: on the VAE of ``vae_from`` (a pipeline folder) when the design keeps the latents,
+    else a new VAE; ``steps`` overrides the budget's UNet steps. Writes ``out`` (a pipeline folder),
+    its ``training_log.csv`` and ``recipe.json`` (the design, the budget and the minutes taken)."""
+    from harness.errors import HarnessError
+    from models.stable_diffusion import load_pipeline
+
+    if recipe not in RECIPES:
+        raise HarnessError(f"--recipe {recipe!r} is not one of {', '.join(RECIPES)}")
+    if budget not in BUDGETS:
+        raise HarnessError(f"--budget {budget!r} is not one of {', '.join(BUDGETS)}")
+    design, plan = RECIPES[recipe], BUDGETS[budget]
+    if steps is not None:
+        plan = replace(plan, unet_steps=steps)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    vae = load_pipeline(str(vae_from)).vae if vae_from is not None else None
+    log_ = TrainingLog(out / "training_log.csv")
+    started = time.perf_counter()
+    train_sd(out, plan, seed, render_pool(plan.pool, seed), swap_set(plan.eval_items), log_, progress, design, vae)
+    info = {"recipe": recipe, "design": asdict(design), "budget": budget, "plan": asdict(plan), "seed": seed,
+            "vae_from": "given" if vae_from is not None else "trained",
+            "minutes": round((time.perf_counter() - started) / 60, 1), "torch_threads": torch.get_num_threads()}
+    atomic_write_text(out / "recipe.json", json.dumps(info, indent=2) + "\n")
+    return out
 
 
 def extend_sd(sd_dir: Path, out: Path, steps: int, seed: int = 1, budget: str = "full", progress: bool = True) -> Path:
@@ -349,8 +424,10 @@ def extend_sd(sd_dir: Path, out: Path, steps: int, seed: int = 1, budget: str = 
 
 
 def _train_denoiser(stage: str, steps: int, vae, unet, text_encoder, tokenizer, budget: ToyBudget, seed: int,
-                    pool: tuple[torch.Tensor, list[str]], swaps: SwapSet, log_: TrainingLog, progress: bool) -> None:
-    """SD's epsilon objective on the frozen VAE's latents, UNet and text encoder trained together."""
+                    pool: tuple[torch.Tensor, list[str]], swaps: SwapSet, log_: TrainingLog, progress: bool,
+                    recipe: SdRecipe = SdRecipe()) -> None:
+    """SD's epsilon objective on the frozen VAE's latents, UNet and text encoder trained together;
+    the recipe's caption dropout and share of high-noise timesteps."""
     images, captions = pool
     vae.eval()
     with torch.no_grad():  # the VAE is frozen here: encode the pool once
@@ -370,8 +447,11 @@ def _train_denoiser(stage: str, steps: int, vae, unet, text_encoder, tokenizer, 
     def step(k: int) -> float:
         idx = torch.from_numpy(rng.choice(len(captions), budget.unet_batch, replace=False))
         z, batch_ids = latents[idx], ids[idx].clone()
-        batch_ids[torch.rand(len(idx), generator=generator) < 0.1] = empty  # condition dropout
+        batch_ids[torch.rand(len(idx), generator=generator) < recipe.caption_dropout] = empty  # condition dropout
         t = torch.randint(0, 1000, (len(idx),), generator=generator)
+        if recipe.high_noise_share:  # where the caption has to decide the layout
+            high = torch.randint(recipe.high_noise_from, 1000, (len(idx),), generator=generator)
+            t = torch.where(torch.rand(len(idx), generator=generator) < recipe.high_noise_share, high, t)
         eps = torch.randn(z.shape, generator=generator)
         x_t = scheduler.add_noise(z, eps, t)
         pred = unet(x_t, t, encoder_hidden_states=text_encoder(batch_ids)[0]).sample
@@ -422,7 +502,8 @@ def train_sds_clip(out: Path, clip_dir: Path, sd_dir: Path, budget: ToyBudget, s
 ARTIFACTS = ("clip", "sd", "sds-clip", "training_log.csv", "training_curves.png", "toy_manifest.json")
 
 
-def train_toy_models(out: Path, budget: str = "full", seed: int = 0, progress: bool = True) -> dict[str, Path]:
+def train_toy_models(out: Path, budget: str = "full", seed: int = 0, progress: bool = True,
+                     recipe: str = SD_RECIPE) -> dict[str, Path]:
     """Train the toy CLIP, the toy SD pipeline and the toy SDS-CLIP into ``out``; returns their folders
     (named as models.toy_models names them: clip, sd, sds-clip).
 
@@ -433,6 +514,8 @@ def train_toy_models(out: Path, budget: str = "full", seed: int = 0, progress: b
 
     if budget not in BUDGETS:
         raise HarnessError(f"--budget {budget!r} is not one of {', '.join(BUDGETS)}")
+    if recipe not in RECIPES:
+        raise HarnessError(f"--recipe {recipe!r} is not one of {', '.join(RECIPES)}")
     plan = BUDGETS[budget]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -443,12 +526,13 @@ def train_toy_models(out: Path, budget: str = "full", seed: int = 0, progress: b
         pool = render_pool(plan.pool, seed)
         swaps = swap_set(plan.eval_items)
         clip_dir = train_clip(staging / "clip", plan, seed, pool, swaps, log_, progress)
-        sd_dir = train_sd(staging / "sd", plan, seed, pool, swaps, log_, progress)
+        sd_dir = train_sd(staging / "sd", plan, seed, pool, swaps, log_, progress, RECIPES[recipe])
         train_sds_clip(staging / "sds-clip", clip_dir, sd_dir, plan, seed, progress)
     except BaseException:
         log.error("toy training stopped; the models in %s are unchanged, the partial run is in %s", out, staging)
         raise
     manifest = {"budget": budget, "seed": seed, "plan": asdict(plan), "clip_config": TOY_CLIP_CONFIG,
+                "sd_recipe": recipe, "sd_design": asdict(RECIPES[recipe]),
                 "minutes": round((time.perf_counter() - started) / 60, 1), "torch_threads": torch.get_num_threads()}
     atomic_write_text(staging / "toy_manifest.json", json.dumps(manifest, indent=2) + "\n")
     from experiments.shapes.figures import toy_training_figure
