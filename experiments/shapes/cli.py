@@ -68,14 +68,20 @@ def toy_extend_sd(
     steps: Annotated[int, typer.Option(help="Further UNet + text encoder steps.")] = 2800,
     sd: Annotated[Optional[Path], typer.Option(help="The pipeline to start from. Default: toy:sd.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the fresh training scenes.")] = 1,
+    recipe: Annotated[str, typer.Option(help="Whose training choices (timesteps, loss weight, caption dropout, "
+                                             "jitter) to train with; the architecture stays the pipeline's.")
+                      ] = "v1",
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train the toy pipeline's UNet and text encoder further (a larger training budget)."""
-    from experiments.shapes.train_toy import extend_sd
+    from experiments.shapes.train_toy import RECIPES, extend_sd
+    from harness.errors import HarnessError
     from models.toy_models import toy_folder
 
     with user_errors("nothing was written to --out."):
-        folder = extend_sd(sd or toy_folder("toy:sd"), out, steps, seed=seed, progress=progress)
+        if recipe not in RECIPES:
+            raise HarnessError(f"--recipe {recipe!r} is not one of {', '.join(RECIPES)}")
+        folder = extend_sd(sd or toy_folder("toy:sd"), out, steps, seed=seed, progress=progress, recipe=recipe)
     typer.echo(f"pipeline written to {folder}; score it with `harness run --scorer diffusion --model {folder}`")
 
 

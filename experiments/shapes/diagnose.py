@@ -283,7 +283,7 @@ def timestep_rows(parts, scenes: Sequence[shapes.Scene], split: str, timesteps: 
 # -- figures --------------------------------------------------------------------------------------
 
 def samples_figure(scenes: Sequence[shapes.Scene], images: np.ndarray, right: Sequence[bool], title: str,
-                   path: Path, columns: int = 8) -> Path:
+                   path: Path, columns: int = 8, label: str = "sample") -> Path:
     """Per relation, a row of the real scenes (the renderer) above a row of samples for the same
     captions; each sample framed green (layout right) or red."""
     from harness.report import pyplot
@@ -310,7 +310,7 @@ def samples_figure(scenes: Sequence[shapes.Scene], images: np.ndarray, right: Se
                 spine.set_edgecolor("green" if right[idx[c]] else "red")
                 spine.set_linewidth(2.5)
         axes[2 * r, 0].set_ylabel("real", fontsize=7)
-        axes[2 * r + 1, 0].set_ylabel("sample", fontsize=7)
+        axes[2 * r + 1, 0].set_ylabel(label, fontsize=7)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -392,7 +392,7 @@ def diagnose(sd_dir: Path, out: Path, plan: DiagnosisPlan = DiagnosisPlan(), dev
                            f"{plan.expected_draws} noise draws from a blank canvas) at t={plan.expected_timestep};\n"
                            f"nearer the caption's scene than its swap: {rows[-1]['layout_acc']:.0%} (green) of "
                            f"{rows[-1]['n']}",
-                           out / f"expected_t{plan.expected_timestep}.png")
+                           out / f"expected_t{plan.expected_timestep}.png", label="expected")
     write_csv_atomic(out / "layout.csv", layout, list(layout[0]))
     per_t: list[dict[str, Any]] = []
     if plan.scenes:

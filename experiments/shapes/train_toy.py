@@ -98,6 +98,8 @@ class SdRecipe:
     jitter: float = 0.0  # training scenes: each object shifted by up to this share of the side, both axes
     high_noise_share: float = 0.0  # share of training timesteps drawn from [high_noise_from, 1000)
     high_noise_from: int = 500
+    noise_weight_cap: float = 1.0  # each step's epsilon loss weighted by min(1 / abar_t, cap); 1: unweighted
+    text_lr_scale: float = 1.0  # the text encoder's learning rate, as a multiple of the UNet's
     caption_dropout: float = 0.1
 
 
@@ -107,6 +109,14 @@ RECIPES: dict[str, SdRecipe] = {
     "high-noise": SdRecipe(high_noise_share=0.5),  # half the steps where the caption decides the layout
     "jitter": SdRecipe(jitter=0.1),  # positional variety: layout as a rule, not a template
     "text-6x96": SdRecipe(text_layers=6, text_width=96),  # text encoder capacity
+    "noise-weight": SdRecipe(noise_weight_cap=20.0),  # the loss of high-noise steps weighted up to 20x
+    # on top of high-noise, which taught the axis of each relation but not which object goes first
+    "high-noise+text": SdRecipe(high_noise_share=0.5, text_layers=6, text_width=96),
+    "v-weight": SdRecipe(high_noise_share=0.5, noise_weight_cap=1000.0),  # the full v-prediction weighting
+    # everything that pushes toward layout at once, to learn whether binding is learnable at all here
+    "all-in": SdRecipe(high_noise_share=0.5, noise_weight_cap=20.0, text_layers=6, text_width=96, text_lr_scale=4.0),
+    "high-noise+latent16": SdRecipe(high_noise_share=0.5, vae_factor=2, unet_channels=(32, 48, 96),
+                                    cross_attention=(True, True, True)),
     "latent16": SdRecipe(vae_factor=2, unet_channels=(32, 48, 96), cross_attention=(False, True, True)),
     "latent16-xattn16": SdRecipe(vae_factor=2, unet_channels=(32, 48, 96), cross_attention=(True, True, True)),
 }
@@ -408,18 +418,22 @@ def train_pipeline(out: Path, recipe: str = SD_RECIPE, vae_from: Path | None = N
     return out
 
 
-def extend_sd(sd_dir: Path, out: Path, steps: int, seed: int = 1, budget: str = "full", progress: bool = True) -> Path:
+def extend_sd(sd_dir: Path, out: Path, steps: int, seed: int = 1, budget: str = "full", progress: bool = True,
+              recipe: str = "v1") -> Path:
     """Train a toy pipeline's UNet and text encoder ``steps`` more (fresh scenes from ``seed``, a new
-    warm-up and cosine schedule); a larger training budget, logged to ``out/training_log.csv``."""
+    warm-up and cosine schedule); a larger training budget, logged to ``out/training_log.csv``. The
+    recipe's training choices apply (timesteps, loss weight, caption dropout, jitter), not its
+    architecture: that is the given pipeline's."""
     from models.stable_diffusion import load_pipeline
 
     pipeline = load_pipeline(str(sd_dir))
     vae, text_encoder, tokenizer, unet = pipeline.vae, pipeline.text_encoder, pipeline.tokenizer, pipeline.unet
-    plan = BUDGETS[budget]
+    plan, design = BUDGETS[budget], RECIPES[recipe]
     out = Path(out)
     log_ = TrainingLog(out / "training_log.csv")
     _train_denoiser("unet-extended", steps, vae, unet, text_encoder, tokenizer, plan, seed,
-                    render_pool(plan.pool, seed), swap_set(plan.eval_items), log_, progress)
+                    render_pool(plan.pool, seed, jitter=design.jitter), swap_set(plan.eval_items), log_, progress,
+                    design)
     return save_pipeline(out, vae, text_encoder, tokenizer, unet, half=True, vocab_words=shapes_words())
 
 
@@ -427,7 +441,7 @@ def _train_denoiser(stage: str, steps: int, vae, unet, text_encoder, tokenizer, 
                     pool: tuple[torch.Tensor, list[str]], swaps: SwapSet, log_: TrainingLog, progress: bool,
                     recipe: SdRecipe = SdRecipe()) -> None:
     """SD's epsilon objective on the frozen VAE's latents, UNet and text encoder trained together;
-    the recipe's caption dropout and share of high-noise timesteps."""
+    the recipe's caption dropout, share of high-noise timesteps and loss weight per timestep."""
     images, captions = pool
     vae.eval()
     with torch.no_grad():  # the VAE is frozen here: encode the pool once
@@ -439,7 +453,12 @@ def _train_denoiser(stage: str, steps: int, vae, unet, text_encoder, tokenizer, 
     unet.train(), text_encoder.train()
     scheduler = training_scheduler()
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    optimizer = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.0)
+    if recipe.text_lr_scale == 1:
+        optimizer = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.0)
+    else:
+        optimizer = torch.optim.AdamW([{"params": list(unet.parameters())},
+                                       {"params": list(text_encoder.parameters()), "lr": 5e-4 * recipe.text_lr_scale}],
+                                      lr=5e-4, weight_decay=0.0)
     schedule = warmup_cosine(optimizer, 200, steps)
     rng = np.random.default_rng([seed, 3])
     generator = torch.Generator().manual_seed(seed)
@@ -455,7 +474,13 @@ def _train_denoiser(stage: str, steps: int, vae, unet, text_encoder, tokenizer, 
         eps = torch.randn(z.shape, generator=generator)
         x_t = scheduler.add_noise(z, eps, t)
         pred = unet(x_t, t, encoder_hidden_states=text_encoder(batch_ids)[0]).sample
-        loss = F.mse_loss(pred, eps)
+        if recipe.noise_weight_cap > 1:
+            # 1 / abar_t is the weight that turns the epsilon loss into the v-prediction loss: it spends
+            # the gradient where the image is mostly noise and the caption has to decide the layout
+            weight = (1 / scheduler.alphas_cumprod[t]).clamp(max=recipe.noise_weight_cap)
+            loss = (weight * ((pred - eps) ** 2).flatten(1).mean(1)).sum() / weight.sum()
+        else:
+            loss = F.mse_loss(pred, eps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
