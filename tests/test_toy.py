@@ -319,3 +319,35 @@ def test_train_sd_trains_a_named_design_on_a_given_vae(smoke_toys, tmp_path):
     assert recipe["recipe"] == name and recipe["plan"]["unet_steps"] == 2 and recipe["vae_from"] == "given"
     given, trained = load_pipeline(str(smoke_toys[1]["sd"])), load_pipeline(str(out))
     assert all(torch.equal(a, b) for a, b in zip(given.vae.state_dict().values(), trained.vae.state_dict().values()))
+
+
+def test_adopt_sd_replaces_the_sets_pipeline_and_refits_its_sds_clip(smoke_toys, tmp_path):
+    """A design trained alone becomes the set's toy:sd; the set's CLIP stays, its SDS-CLIP is
+    fine-tuned again from the new teacher, and its log keeps the CLIP and VAE rows it had."""
+    import shutil
+
+    from experiments.shapes.train_toy import BUDGETS, RECIPES, adopt_sd, full_plan, train_pipeline
+    from models.stable_diffusion import load_pipeline
+
+    assert full_plan(BUDGETS["full"], "full", RECIPES["all-in-5600"]).unet_steps == 5600
+    assert full_plan(BUDGETS["smoke"], "smoke", RECIPES["all-in-5600"]) == BUDGETS["smoke"]
+    toys = tmp_path / "toys"
+    shutil.copytree(smoke_toys[0], toys)
+    clip_before = (toys / "clip" / "open_clip_model.safetensors").read_bytes()
+    with pytest.raises(HarnessError, match="missing: .*recipe.json"):
+        adopt_sd(toys / "sd", toys, progress=False)
+    design = train_pipeline(tmp_path / "design", "all-in-5600", vae_from=toys / "sd", budget="smoke", steps=2,
+                            progress=False)
+    folders = adopt_sd(design, toys, progress=False)
+    adopted, trained = load_pipeline(str(folders["sd"])), load_pipeline(str(design))
+    assert adopted.text_encoder.config.num_hidden_layers == 6  # the design's text encoder, not the set's
+    assert all(torch.equal(a, b) for a, b in zip(adopted.unet.state_dict().values(),
+                                                 trained.unet.state_dict().values()))
+    assert (toys / "clip" / "open_clip_model.safetensors").read_bytes() == clip_before
+    manifest = json.loads((toys / "toy_manifest.json").read_text())
+    assert manifest["sd_recipe"] == "all-in-5600" and manifest["sd_trained_by"]["unet_steps"] == 2
+    assert json.loads((folders["sds-clip"] / "finetune_config.json").read_text())["sd"] == "toy:sd"
+    with open(toys / "training_log.csv", newline="") as f:
+        stages = [r["stage"] for r in csv.DictReader(f)]
+    assert stages == sorted(stages, key=["clip", "vae", "unet"].index) and set(stages) == {"clip", "vae", "unet"}
+    assert not [p for p in toys.iterdir() if p.name.startswith(".toy-")]  # no staging folder left behind

@@ -62,6 +62,24 @@ def toy_train_sd(
     typer.echo(f"pipeline written to {folder}")
 
 
+@app.command("adopt-sd")
+def toy_adopt_sd(
+    sd: Annotated[Path, typer.Option(help="A pipeline folder written by `harness toy train-sd`.")],
+    out: Annotated[Path, typer.Option(help="The toy set whose sd/ it replaces (clip/, sd/, sds-clip/, ...). To "
+                                           "replace the shipped one, name its folder: --out models/toy.")],
+    seed: Annotated[int, typer.Option(help="Seed of the SDS-CLIP fine-tuning.")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Make a pipeline trained by a named design the set's toy:sd, and fine-tune the set's toy:sds-clip
+    again from its toy:clip and that pipeline; the set's log, figure and manifest follow."""
+    from experiments.shapes.train_toy import adopt_sd
+
+    with user_errors("the toy set in --out is unchanged."):
+        folders = adopt_sd(sd, out, seed=seed, progress=progress)
+    for name, folder in folders.items():
+        typer.echo(f"toy:{name:<9} {folder}")
+
+
 @app.command("extend-sd")
 def toy_extend_sd(
     out: Annotated[Path, typer.Option(help="Folder for the further-trained pipeline and its training_log.csv.")],
