@@ -74,7 +74,8 @@ def test_smoke_training_writes_models_that_the_real_loaders_read(smoke_toys):
     assert manifest["extra"]["base_clip"] == "toy:clip" and manifest["sd"] == "toy:sd"  # no machine paths
     with open(root / "training_log.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {r["stage"] for r in rows} == {"clip", "vae", "unet"}
+    # the shipped design trains its UNet in two stages (high-noise, then the v-weight loss)
+    assert {r["stage"] for r in rows} == {"clip", "vae", "unet", "unet-extended"}
     assert {"loss", "relation_acc", "attribute_acc", "recon_mse"} <= {r["metric"] for r in rows}
     assert all(math.isfinite(float(r["value"])) for r in rows)
     assert json.loads((root / "toy_manifest.json").read_text())["budget"] == "smoke"
@@ -351,3 +352,19 @@ def test_adopt_sd_replaces_the_sets_pipeline_and_refits_its_sds_clip(smoke_toys,
         stages = [r["stage"] for r in csv.DictReader(f)]
     assert stages == sorted(stages, key=["clip", "vae", "unet"].index) and set(stages) == {"clip", "vae", "unet"}
     assert not [p for p in toys.iterdir() if p.name.startswith(".toy-")]  # no staging folder left behind
+
+
+def test_a_two_stage_design_logs_its_second_stage_after_its_first(tmp_path):
+    """The figures put a second stage's steps after the first stage's last one, not over them."""
+    import pandas as pd
+
+    from experiments.shapes.figures import continued_steps, layout_tries_figure
+
+    rows = [("clip", 400, "loss", 1.0), ("unet", 400, "relation_acc", 0.5), ("unet", 800, "relation_acc", 0.5),
+            ("unet-extended", 400, "relation_acc", 0.8), ("unet-extended", 800, "relation_acc", 1.0)]
+    log = pd.DataFrame(rows, columns=["stage", "step", "metric", "value"]).assign(seconds=1.0)
+    steps = continued_steps(log)
+    assert list(steps["step"]) == [400, 400, 800, 1200, 1600] and list(log["step"])[3] == 400  # a copy
+    log.to_csv(tmp_path / "log.csv", index=False)
+    figure = layout_tries_figure([("two stages", tmp_path / "log.csv", 0)], tmp_path / "tries.png")
+    assert figure.stat().st_size > 10_000

@@ -3,6 +3,7 @@ report's plotting helper (harness.report.pyplot)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.report import pyplot
@@ -51,13 +52,23 @@ def shapes_experiment_figure(summary_csv: Path, path: Path) -> Path:
     return path
 
 
+def continued_steps(log):
+    """A training log (pandas) whose "unet-extended" steps count on from the last "unet" step: the
+    second stage of a two-stage design continues its first."""
+    log = log.copy()
+    first, second = log["stage"] == "unet", log["stage"] == "unet-extended"
+    if first.any():
+        log.loc[second, "step"] += log.loc[first, "step"].max()
+    return log
+
+
 def toy_training_figure(log_csv: Path, path: Path) -> Path:
     """The toy models' learning curves from ``training_log.csv``: each stage's loss, and the swap
     accuracies of CLIP and of the diffusion model on held-out validation scenes."""
     plt = pyplot()
     import pandas as pd
 
-    df = pd.read_csv(log_csv)
+    df = continued_steps(pd.read_csv(log_csv))
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     for stage, rows in df[df["metric"] == "loss"].groupby("stage", sort=False):
         left.plot(rows["step"], rows["value"], marker="o", label=stage)
@@ -114,3 +125,29 @@ def shapes_experiment_table(summary_csv: Path) -> str:
 
 def _fmt(value: str) -> str:
     return "–" if value in ("", "nan") else f"{float(value):.1f}"
+
+
+def layout_tries_figure(curves: Sequence[tuple[str, Path, int]], path: Path) -> Path:
+    """Each toy-pipeline design's validation relation accuracy over its UNet steps, from the
+    ``training_log.csv`` its training wrote. ``curves``: (label, log, steps trained before this log
+    began: a further-trained pipeline continues its base's curve)."""
+    plt = pyplot()
+    import pandas as pd
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for k, (label, log_csv, offset) in enumerate(curves):
+        df = pd.read_csv(log_csv)
+        denoiser = continued_steps(df[df["stage"].str.startswith("unet")])
+        for axis, metric in ((left, "relation_acc"), (right, "attribute_acc")):
+            rows = denoiser[denoiser["metric"] == metric]
+            axis.plot(rows["step"] + offset, 100 * rows["value"], marker="o", ms=3, color=f"C{k % 10}",
+                      ls="-" if k < 10 else "--", label=label)
+    for axis, kind in ((left, "relation"), (right, "attribute")):
+        axis.axhline(50, color="gray", lw=0.8, ls="--")
+        axis.set(xlabel="UNet + text encoder steps", title=f"{kind} swaps, held-out validation scenes", ylim=(0, 102))
+    left.set_ylabel("% caption beats its swap")
+    right.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
