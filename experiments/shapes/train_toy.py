@@ -133,8 +133,8 @@ RECIPES: dict[str, SdRecipe] = {
                                     cross_attention=(True, True, True)),
     "latent16": SdRecipe(vae_factor=2, unet_channels=(32, 48, 96), cross_attention=(False, True, True)),
     "latent16-xattn16": SdRecipe(vae_factor=2, unet_channels=(32, 48, 96), cross_attention=(True, True, True)),
-    # all-in with twice the steps: its validation relation accuracy jumps from chance to 99.5%
-    # between steps 2,400 and 2,800 of the 5,600 (README, shapes world)
+    # all-in with twice the steps: in one run its validation relation accuracy jumped from chance to
+    # 99.5% between steps 2,400 and 2,800; a second run, same seed, stayed at chance (README, shapes world)
     "all-in-5600": SdRecipe(high_noise_share=0.5, noise_weight_cap=20.0, text_layers=6, text_width=96,
                             text_lr_scale=4.0, unet_steps=5600),
 }
