@@ -40,7 +40,7 @@ from benchmarks.hf_data import (ArrowSource, FolderOrZipImages, ImageSource, Par
                                 hub_cache_dir, hub_snapshot)
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
-from harness.metrics import grouped_accuracy_rows, winoground_outcome
+from harness.metrics import grouped_accuracy_rows, winoground_correct, winoground_outcome
 from harness.options import Choice, Option, Text
 
 HF_ID = "stanfordnlp/colorswap"
@@ -111,12 +111,10 @@ class ColorSwap(Benchmark):
         return winoground_outcome(scores)
 
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
-        outcomes = [winoground_outcome(s) for s in scores]
         # a breakdown only where every item carries the field (the hub copy may lack them)
         groups = {field: [item.meta[field] for item in items] for field in BREAKDOWNS
                   if items and all(field in item.meta for item in items)}
-        return grouped_accuracy_rows({m: [o[m] for o in outcomes] for m in ("text", "image", "group")}, groups, seed,
-                                     ids=[item.id for item in items])
+        return grouped_accuracy_rows(winoground_correct(scores), groups, seed, ids=[item.id for item in items])
 
     def details(self) -> dict[str, Any]:
         return {"source": self.source.description, "split": self.split}

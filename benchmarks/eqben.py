@@ -41,7 +41,7 @@ from PIL import Image
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
-from harness.metrics import accuracy_row, winoground_outcome
+from harness.metrics import accuracy_row, winoground_correct, winoground_outcome
 from harness.options import FilePath, Option
 
 # the official evaluation's sub-dataset names (evaluate_eqben_locally.py), which the paths start with
@@ -117,7 +117,7 @@ class EqBen(Benchmark):
         return winoground_outcome(scores)
 
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
-        outcomes = [winoground_outcome(s) for s in scores]
+        correct = winoground_correct(scores)
         subsets = np.array([item.meta["subset"] for item in items])
         groups = [s for s in SUBSETS if s in set(subsets.tolist())]
         if len(groups) > 1:
@@ -126,8 +126,8 @@ class EqBen(Benchmark):
         rows = []
         for group in groups:
             mask = np.ones(len(items), bool) if group == "all" else subsets == group
-            for metric in ("text", "image", "group"):
-                rows.append(accuracy_row(group, metric, np.array([o[metric] for o in outcomes])[mask], seed,
+            for metric, right in correct.items():
+                rows.append(accuracy_row(group, metric, np.array(right)[mask], seed,
                                          ids[mask].tolist()))
         return rows
 

@@ -32,7 +32,8 @@ from PIL import Image, ImageDraw
 
 from harness.api import Benchmark, DataRequirement, Item, MetricRow, Prompts
 from harness.errors import HarnessError
-from harness.metrics import accuracy_row, by_subset, grouped_accuracy_rows, strictly_first, winoground_outcome
+from harness.metrics import (accuracy_row, by_subset, grouped_accuracy_rows, strictly_first, winoground_correct,
+                             winoground_outcome)
 from harness.options import Int, Option
 
 COLOURS = {
@@ -271,14 +272,13 @@ class Shapes(Benchmark):
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
         rows: list[MetricRow] = []
         for subset, chosen, matrices in by_subset(items, scores, SUBSETS):
-            outcomes = [self.outcome(item, s) for item, s in zip(chosen, matrices)]
+            ids = [item.id for item in chosen]
             if subset == "winoground":
-                rows += [replace(row, subset=subset) for row in grouped_accuracy_rows(
-                    {m: [o[m] for o in outcomes] for m in ("text", "image", "group")}, {}, seed,
-                    ids=[item.id for item in chosen])]
+                rows += [replace(row, subset=subset)
+                         for row in grouped_accuracy_rows(winoground_correct(matrices), {}, seed, ids=ids)]
             else:
-                rows.append(accuracy_row(subset, "accuracy", np.array([o["correct"] for o in outcomes]), seed,
-                                         ids=[item.id for item in chosen]))
+                correct = [self.outcome(item, s)["correct"] for item, s in zip(chosen, matrices)]
+                rows.append(accuracy_row(subset, "accuracy", np.array(correct), seed, ids=ids))
         return rows
 
     def details(self) -> dict[str, Any]:

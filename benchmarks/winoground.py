@@ -41,7 +41,7 @@ from benchmarks.hf_data import (ArrowSource, FolderOrZipImages, ImageSource, Par
                                 hub_cache_dir, hub_snapshot)
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
-from harness.metrics import grouped_accuracy_rows, tagged_accuracy_rows, winoground_outcome
+from harness.metrics import grouped_accuracy_rows, tagged_accuracy_rows, winoground_correct, winoground_outcome
 from harness.options import FilePath, Option, Text
 
 HF_ID = "facebook/winoground"
@@ -151,8 +151,7 @@ class Winoground(Benchmark):
         return winoground_outcome(scores)
 
     def metrics(self, items: Sequence[Item], scores: Sequence[np.ndarray], seed: int) -> list[MetricRow]:
-        outcomes = [winoground_outcome(s) for s in scores]
-        correct = {m: [o[m] for o in outcomes] for m in ("text", "image", "group")}
+        correct = winoground_correct(scores)
         ids = [item.id for item in items]
         rows = grouped_accuracy_rows(correct, {field: [item.meta[field] for item in items] for field in BREAKDOWNS},
                                      seed, ids=ids)

@@ -63,6 +63,12 @@ def winoground_outcome(scores: np.ndarray) -> dict[str, bool]:
     return {"text": text, "image": image, "group": text and image}
 
 
+def winoground_correct(scores: Sequence[np.ndarray]) -> dict[str, list[bool]]:
+    """``winoground_outcome`` of many 2x2 matrices, by metric: text, image and group -> one bool each."""
+    outcomes = [winoground_outcome(s) for s in scores]
+    return {metric: [o[metric] for o in outcomes] for metric in ("text", "image", "group")}
+
+
 def by_subset(
     items: Sequence[Item], scores: Sequence[np.ndarray], subsets: Sequence[str]
 ) -> list[tuple[str, list[Item], list[np.ndarray]]]:
