@@ -48,7 +48,7 @@ from benchmarks.hf_data import hub_cache_dir, hub_snapshot
 from harness.api import NO_TEXT, Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
-from harness.metrics import accuracy_row, macro_accuracy_row, ties_option
+from harness.metrics import accuracy_row, macro_accuracy_row, ties_option, wins
 from harness.options import FilePath, Option, Text
 
 SUBSETS = ("absolute_size", "relative_size", "absolute_spatial", "relative_spatial", "existence", "count")
@@ -194,9 +194,8 @@ def spec_correct(item: Item, scores: np.ndarray, ties: str = "strict") -> bool:
     s = np.asarray(scores, dtype=float)
     candidates = s[0] if item.meta["direction"] == "i2t" else s[:, 0]
     label = int(item.meta["label"])
-    if ties == "official":
-        return int(np.argmax(candidates)) == label  # numpy, like torch, returns the first maximum
-    return bool(candidates[label] > np.delete(candidates, label).max())
+    # numpy's argmax, like torch's, returns the first maximum
+    return wins(candidates, label, "argmax" if ties == "official" else "strict")
 
 
 def _fields(record: Any, k: int, where: str, direction: str) -> tuple[str, list[str], int]:

@@ -57,7 +57,7 @@ from PIL import Image
 from harness.api import Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
-from harness.metrics import accuracy_row, by_subset, macro_accuracy_row, strictly_first, ties_option, unit_id
+from harness.metrics import accuracy_row, by_subset, macro_accuracy_row, ties_option, unit_id, wins
 from harness.options import FilePath, Option
 
 CONTROLLED = {"controlled-a": ("controlled_images_dataset.json", "controlled_images"),
@@ -185,9 +185,7 @@ class WhatsUp(Benchmark):
 
     def correct(self, scores: np.ndarray, truth: int) -> bool:
         """Whether the true caption wins, under the chosen tie rule."""
-        if self.ties == "official":
-            return int(np.argmax(np.asarray(scores)[0])) == truth
-        return strictly_first(scores, truth)
+        return wins(np.asarray(scores)[0], truth, "argmax" if self.ties == "official" else "strict")
 
     def outcome(self, item: Item, scores: np.ndarray) -> dict[str, Any]:
         return {"correct": self.correct(scores, item.truth[0])}
