@@ -418,9 +418,10 @@ def _hashes(details: str | Mapping[str, Any] | None) -> dict[str, str]:
 
 
 def _same_item(x: Item, y: Item) -> bool:
-    from harness.store import texts_hash
+    """Same images, truth and texts, query texts included (the store's own test of a stored score)."""
+    from harness.store import item_hash
 
-    return (x.images, x.truth) == (y.images, y.truth) and texts_hash(x.texts) == texts_hash(y.texts)
+    return (x.images, x.truth) == (y.images, y.truth) and item_hash(x) == item_hash(y)
 
 
 def _compare_pair(a: Run, b: Run, store: Any, seed: int, data_root: Path | None

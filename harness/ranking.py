@@ -186,12 +186,8 @@ def evaluate_ranking(scorer: Scorer, benchmark: Benchmark, store: ScoreStore, it
                      seed: int = 0, workers: int | None = None, chunk_items: int = 64,
                      progress: bool = True) -> Evaluation:
     """``evaluate`` for a ranking benchmark: records per item (stored or computed), then
-    ``benchmark.ranking_metrics``."""
+    ``benchmark.ranking_metrics``. Reached through ``evaluate``, which checks the items' ids."""
     items = list(benchmark.items() if items is None else items)
-    if len({item.id for item in items}) != len(items):
-        raise HarnessError(f"{benchmark.key}: item ids occur twice; ids key the score store")
-    if chunk_items < 1:
-        raise HarnessError(f"chunk_items must be at least 1, got {chunk_items}")
     key = store.register_scorer(scorer.fingerprint())
     k = max(TOP_K, shortlist_k(scorer))
     settings = {"workers": default_workers() if workers is None else workers, "chunk_items": chunk_items,

@@ -64,12 +64,14 @@ def evaluate(
     otherwise they are neither scored nor stored, the benchmark's ``metrics`` receives None in
     their place, and ``Evaluation.not_computed`` counts them with the reason.
     """
+    items = list(benchmark.items() if items is None else items)
+    _check_unique_ids(items, benchmark)  # for every path: ids key the score store
+    if chunk_items < 1:
+        raise HarnessError(f"chunk_items must be at least 1, got {chunk_items}")
     special = _special_path(scorer, benchmark)
     if special is not None:  # a ranking benchmark or a shortlist: their own modules, same contract
         return special(scorer, benchmark, store, items=items, seed=seed, workers=workers, chunk_items=chunk_items,
                        progress=progress)
-    items = list(benchmark.items() if items is None else items)
-    _check_unique_ids(items, benchmark)
     key = store.register_scorer(scorer.fingerprint())
     kept_back = {item.id for item in items if item.query_texts and not scorer.compares_texts}
     computable = [item for item in items if item.id not in kept_back]
@@ -86,8 +88,6 @@ def evaluate(
     all_pending = [item for item in computable if item.id not in done]
     pending = all_pending[rank::size]
     scorer.prepare(benchmark.comparisons)
-    if chunk_items < 1:
-        raise HarnessError(f"chunk_items must be at least 1, got {chunk_items}")
     workers = default_workers() if workers is None else workers
 
     # Every image the pending items need, in first-use order: the loader streams them in that

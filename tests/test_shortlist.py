@@ -179,3 +179,15 @@ def test_run_names_both_scorers_and_reuses_the_cheap_ranks(tiny_clip, tiny_sd, t
     assert "t2i_recall@10" in again.output and "(0 scored now, 6 from the score store)" in again.output
     bad = CliRunner().invoke(app, [*args, "--shortlist", "clip:toy:clip:k=three"])
     assert bad.exit_code == 2 and "k expected a whole number, got 'three'" in bad.output
+
+
+def test_a_shortlist_refuses_items_whose_ids_occur_twice(tiny_clip, tiny_sd, tmp_path):
+    """Ids key the score store: a shortlist run checks them as a plain run does (it used to mix two
+    items of the same id)."""
+    write_cifar10(tmp_path, n_per_class=1)
+    bench = ZeroShot(tmp_path, "cifar10")
+    first, second = bench.items()[:2]
+    twice = [first, Item(id=first.id, images=second.images, texts=second.texts, truth=second.truth)]
+    for scorer in (_clip(tiny_clip), ShortlistScorer(_sd(tiny_sd), _clip(tiny_clip), 3)):
+        with pytest.raises(HarnessError, match=f"item id {first.id!r} occurs twice"):
+            evaluate(scorer, bench, ScoreStore(tmp_path / "s.db"), items=twice, workers=0, progress=False)
