@@ -313,6 +313,10 @@ def test_train_sd_trains_a_named_design_on_a_given_vae(smoke_toys, tmp_path):
 
     with pytest.raises(HarnessError, match="--recipe 'nope' is not one of"):
         train_pipeline(tmp_path / "x", "nope", budget="smoke", progress=False)
+    # a VAE of another factor is refused before anything is written (it used to end in a traceback)
+    with pytest.raises(HarnessError, match="downsamples by 4, the recipe 'latent16' needs 2"):
+        train_pipeline(tmp_path / "x", "latent16", vae_from=smoke_toys[1]["sd"], budget="smoke", progress=False)
+    assert not (tmp_path / "x").exists()
     name = next(n for n, r in RECIPES.items() if r.vae_factor == 4 and n != "v1")
     out = train_pipeline(tmp_path / "try", name, vae_from=smoke_toys[1]["sd"], budget="smoke", steps=2,
                          progress=False)

@@ -109,6 +109,22 @@ class SdRecipe:
     then: tuple[str, int] | None = None
 
 
+def named_budget(name: str) -> ToyBudget:
+    from harness.errors import HarnessError
+
+    if name not in BUDGETS:
+        raise HarnessError(f"--budget {name!r} is not one of {', '.join(BUDGETS)}")
+    return BUDGETS[name]
+
+
+def named_recipe(name: str) -> SdRecipe:
+    from harness.errors import HarnessError
+
+    if name not in RECIPES:
+        raise HarnessError(f"--recipe {name!r} is not one of {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
 def full_plan(plan: ToyBudget, budget: str, design: SdRecipe) -> ToyBudget:
     """The budget's plan, with the design's own UNet step count when it has one and the budget is
     the full one (the smoke budget stays a few steps whatever the design)."""
@@ -398,8 +414,6 @@ def train_sd(out: Path, budget: ToyBudget, seed: int, pool: tuple[torch.Tensor, 
 
     if vae is None:
         vae = train_vae(budget, seed, pool, log_, progress, factor=recipe.vae_factor)
-    elif 2 ** (len(vae.config.block_out_channels) - 1) != recipe.vae_factor:
-        raise ValueError(f"the given VAE does not downsample by the recipe's factor {recipe.vae_factor}")
     tokenizer = build_clip_tokenizer(CONTEXT_LENGTH, words=shapes_words())
     torch.manual_seed(seed)
     unet, text_encoder = toy_unet(recipe), toy_text_encoder(len(tokenizer), recipe)
@@ -424,17 +438,20 @@ def train_pipeline(out: Path, recipe: str = SD_RECIPE, vae_from: Path | None = N
     from harness.errors import HarnessError
     from models.stable_diffusion import load_pipeline
 
-    if recipe not in RECIPES:
-        raise HarnessError(f"--recipe {recipe!r} is not one of {', '.join(RECIPES)}")
-    if budget not in BUDGETS:
-        raise HarnessError(f"--budget {budget!r} is not one of {', '.join(BUDGETS)}")
-    design = RECIPES[recipe]
-    plan = full_plan(BUDGETS[budget], budget, design)
+    design = named_recipe(recipe)
+    plan = full_plan(named_budget(budget), budget, design)
     if steps is not None:
         plan = replace(plan, unet_steps=steps)
+    vae = None
+    if vae_from is not None:  # checked before anything is written
+        given = load_pipeline(str(vae_from))
+        if given.vae_factor != design.vae_factor:
+            raise HarnessError(f"--vae-from {vae_from}: its VAE downsamples by {given.vae_factor}, the recipe "
+                               f"{recipe!r} needs {design.vae_factor}; pick a pipeline of that design or train "
+                               "a new VAE (leave --vae-from out)")
+        vae = given.vae
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    vae = load_pipeline(str(vae_from)).vae if vae_from is not None else None
     log_ = TrainingLog(out / "training_log.csv")
     started = time.perf_counter()
     train_sd(out, plan, seed, render_pool(plan.pool, seed), swap_set(plan.eval_items), log_, progress, design, vae)
@@ -453,9 +470,9 @@ def extend_sd(sd_dir: Path, out: Path, steps: int, seed: int = 1, budget: str = 
     architecture: that is the given pipeline's."""
     from models.stable_diffusion import load_pipeline
 
+    plan, design = named_budget(budget), named_recipe(recipe)
     pipeline = load_pipeline(str(sd_dir))
     vae, text_encoder, tokenizer, unet = pipeline.vae, pipeline.text_encoder, pipeline.tokenizer, pipeline.unet
-    plan, design = BUDGETS[budget], RECIPES[recipe]
     out = Path(out)
     log_ = TrainingLog(out / "training_log.csv")
     _train_denoiser("unet-extended", steps, vae, unet, text_encoder, tokenizer, plan, seed,
@@ -562,13 +579,7 @@ def train_toy_models(out: Path, budget: str = "full", seed: int = 0, progress: b
     Everything is trained in a staging folder inside ``out`` and moved into place only at the end,
     so a crash leaves the previous models whole (and the staging folder, with its log, for a look).
     """
-    from harness.errors import HarnessError
-
-    if budget not in BUDGETS:
-        raise HarnessError(f"--budget {budget!r} is not one of {', '.join(BUDGETS)}")
-    if recipe not in RECIPES:
-        raise HarnessError(f"--recipe {recipe!r} is not one of {', '.join(RECIPES)}")
-    plan = full_plan(BUDGETS[budget], budget, RECIPES[recipe])
+    plan = full_plan(named_budget(budget), budget, named_recipe(recipe))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".toy-train-", dir=out))
