@@ -119,12 +119,11 @@ def test_text_image_group_scores_by_hand(tmp_path):
         return int(np.argmax(s[0])) == 0 and int(np.argmax(s[1])) == 1
 
     outcomes = [hand(s) for s in matrices]
-    assert [o[0] for o in outcomes] == [True, True, False, False, False, True]
-    assert [o[1] for o in outcomes] == [True, False, True, False, True, False]
-    assert argmax_text(matrices[4]) and not outcomes[4][0]  # where the strict and the lenient rule differ
+    assert argmax_text(matrices[4]) and not outcomes[4][0]  # the data holds a case where the rules differ
     rows = {(r.subset, r.metric): r for r in bench.metrics(items, matrices, seed=0)}
+    for k, metric in enumerate(("text", "image", "group")):  # the adapter's rows are the hand rule's means
+        assert rows[("all", metric)].value == pytest.approx(100 * np.mean([o[k] for o in outcomes]))
     assert rows[("all", "text")].value == pytest.approx(50.0)
-    assert rows[("all", "image")].value == pytest.approx(50.0)
     assert rows[("all", "group")].value == pytest.approx(100 / 6)
     # breakdowns: image_source cycles midjourney, dalle3, stable-diffusion; caption_source gpt-4, human
     assert rows[("image_source=midjourney", "text")].value == pytest.approx(50.0)  # items 0 and 3
