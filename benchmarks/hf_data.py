@@ -147,6 +147,27 @@ class ArrowSource(ImageSource):
         return image
 
 
+class ProcessZip:
+    """A zip archive opened once per process: reading thousands of images reopens nothing, and a
+    forked or spawned data-loader worker opens its own (a shared file offset would mix reads)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._zip: zipfile.ZipFile | None = None
+        self._pid = -1
+
+    def archive(self) -> zipfile.ZipFile:
+        if self._zip is None or self._pid != os.getpid():
+            self._zip, self._pid = zipfile.ZipFile(self.path), os.getpid()
+        return self._zip
+
+    def read(self, member: str) -> bytes:
+        return self.archive().read(member)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_zip": None, "_pid": -1}
+
+
 class FolderOrZipImages:
     """Image files named by a dataset's records, in an unpacked folder or an unopened zip.
 
@@ -159,6 +180,7 @@ class FolderOrZipImages:
         self.folder = folder if folder is not None and folder.is_dir() else None
         self.zip_path = zip_path if zip_path is not None and zip_path.is_file() else None
         self._zip_names: dict[str, str] | None = None
+        self._zip = ProcessZip(self.zip_path) if self.zip_path is not None else None
 
     @property
     def found(self) -> bool:
@@ -177,13 +199,11 @@ class FolderOrZipImages:
                 if path.is_file():
                     return decode_image(path, str(path))
             raise MissingDataError(f"image {name!r} not found in {self.folder} (tried {stem}.png/.jpg/.jpeg)")
-        if self.zip_path is None:
+        if self._zip is None:
             raise MissingDataError(f"image {name!r}: no image folder or zip was found")
         if self._zip_names is None:
-            with zipfile.ZipFile(self.zip_path) as z:
-                self._zip_names = {Path(n).stem: n for n in z.namelist() if not n.endswith("/")}
+            self._zip_names = {Path(n).stem: n for n in self._zip.archive().namelist() if not n.endswith("/")}
         member = self._zip_names.get(stem)
         if member is None:
             raise MissingDataError(f"image {name!r} not found in {self.zip_path}")
-        with zipfile.ZipFile(self.zip_path) as z:
-            return decode_image(io.BytesIO(z.read(member)), f"{self.zip_path}:{member}")
+        return decode_image(io.BytesIO(self._zip.read(member)), f"{self.zip_path}:{member}")

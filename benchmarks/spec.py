@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmarks.hf_data import hub_cache_dir, hub_snapshot
+from benchmarks.hf_data import ProcessZip, hub_cache_dir, hub_snapshot
 from harness.api import NO_TEXT, Benchmark, DataRequirement, Item, MetricRow
 from harness.errors import BadRecordError, MissingDataError
 from harness.images import decode_image
@@ -277,23 +277,18 @@ class _Zip(_Files):
         self.bases = bases  # subset -> its folder inside the archive, e.g. "data/count/"
         self.description = f"zip {path}"
         self.portable_description = f"zip {path.name}"
-        self._zip: zipfile.ZipFile | None = None
+        self._zip = ProcessZip(path)
 
     def has(self, subset: str) -> bool:
         return subset in self.bases
 
     def read_bytes(self, subset: str, path: str) -> bytes:
-        if self._zip is None:  # opened once per process (loader workers open their own)
-            self._zip = zipfile.ZipFile(self.path)
         member = self.bases[subset] + str(PurePosixPath(path.replace("\\", "/")))
         try:
             return self._zip.read(member)
         except KeyError:
             raise MissingDataError(f"SPEC: {member} not found in {self.path} (named in {subset}'s annotation "
                                    "files)") from None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_zip": None}
 
 
 def _zip_files(path: Path, tried: list[str]) -> _Files | None:
